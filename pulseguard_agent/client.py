@@ -1,0 +1,239 @@
+"""HTTP client for the PulseGuard agent API (register, heartbeat, ack, goodbye).
+
+One persistent connection per `Client` (see transport.py); retries with backoff for
+transient failures live here, where the meaning of each status code is known.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import logging
+import platform
+import random
+import ssl
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+from pulseguard_agent._version import __version__
+from pulseguard_agent.backoff import Backoff
+from pulseguard_agent.errors import PulseGuardError, ServerUnavailable
+from pulseguard_agent.transport import Connection
+
+log = logging.getLogger(__name__)
+
+USER_AGENT = f"pulseguard-agent/{__version__} python/{platform.python_version()}"
+_MAX_RETRY_AFTER_S = 300.0
+_MAX_ACK_MESSAGE = 1000  # the server rejects longer messages; an exception text may be longer
+
+
+class Client:
+    """Talks to one PulseGuard server as one agent.
+
+    Pass `token` and `agent_id` to resume an identity you stored, or call `register()`.
+    Transient failures (connection errors, 5xx, 429) are retried up to `max_attempts`
+    times with exponential backoff and jitter; other 4xx raise `PulseGuardError` at once.
+    `sleep` and `rng` are injectable so tests need not wait. Safe to share between
+    threads: requests on the one connection are serialized.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        token: str | None = None,
+        agent_id: str | None = None,
+        timeout: float = 10,
+        *,
+        max_attempts: int = 4,
+        backoff: Backoff | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        rng: random.Random | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+    ):
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"PulseGuard URL must be http:// or https://host[:port][/prefix], got {url!r}")
+        if max_attempts < 1:
+            raise ValueError("max_attempts must be at least 1")
+        self.url = url.rstrip("/")
+        self.token = token
+        self.agent_id = agent_id
+        self.timeout = timeout
+        self.max_attempts = max_attempts
+        self.backoff = backoff or Backoff(rng=rng or random.Random())
+        self.sleep = sleep
+        self.heartbeat_interval_s: int | None = None
+        self.last_latency_ms: float | None = None
+        self._prefix = parts.path.rstrip("/")
+        self._connection = Connection(parts.scheme, parts.hostname, parts.port, timeout, ssl_context)
+
+    # --- the API ---------------------------------------------------------------------
+
+    @property
+    def registered(self) -> bool:
+        """Whether this client holds an identity (a token and an agent id)."""
+        return bool(self.token and self.agent_id)
+
+    def register(
+        self,
+        enrollment_key: str,
+        name: str,
+        capabilities: Iterable[str] = (),
+        labels: Mapping[str, str] | None = None,
+        version: str = __version__,
+        host: Mapping[str, Any] | None = None,
+        model: str = "",
+        provider: str = "",
+        kind: str = "agent",
+        replace: bool = False,
+        *,
+        attempts: int | None = None,
+    ) -> dict:
+        """Register as `name` with an enrollment key; keeps and returns the new token and id.
+
+        `host` defaults to this machine's inventory (hostname, OS, CPUs, memory, GPUs).
+        With replace=True an existing agent of that name is taken over: same id and
+        history, and its old token stops working. A registration retried after a lost
+        response may find its own name taken (409 name_taken) unless replace=True.
+        """
+        if host is None:
+            from pulseguard_agent.host import host_inventory  # psutil only when it is needed
+
+            host = host_inventory()
+        body = {
+            "name": name,
+            "kind": kind,
+            "capabilities": list(capabilities),
+            "labels": dict(labels or {}),
+            "version": version,
+            "host": dict(host),
+            "model": model,
+            "provider": provider,
+            "replace": replace,
+        }
+        data, _ = self._request("POST", "/api/v1/agents/register", body, bearer=enrollment_key, attempts=attempts)
+        self.token = data["token"]
+        self.agent_id = str(data["id"])
+        self.heartbeat_interval_s = data.get("heartbeat_interval_s")
+        self.last_latency_ms = None  # a new identity starts a new latency series
+        return data
+
+    def heartbeat(self, state: str = "idle", readings: Mapping[str, Any] | None = None, *, attempts: int | None = None) -> dict:
+        """Report state (and readings); returns `{"commands": [...], "heartbeat_interval_s", "status"}`.
+
+        The round trip of this heartbeat is measured and sent as `latency_ms` with the
+        next one, so the server sees the latency its agents actually experience.
+        """
+        body: dict[str, Any] = {"state": state}
+        if readings is not None:
+            body["readings"] = dict(readings)
+        if self.last_latency_ms is not None:
+            body["latency_ms"] = self.last_latency_ms
+        # A failed heartbeat measured nothing; do not report an older figure as the previous one.
+        self.last_latency_ms = None
+        data, elapsed_s = self._request("POST", self._agent_path("heartbeat"), body, bearer=self._token(), attempts=attempts)
+        self.last_latency_ms = round(min(elapsed_s * 1000.0, 600_000.0), 3)
+        if data.get("heartbeat_interval_s"):
+            self.heartbeat_interval_s = data["heartbeat_interval_s"]
+        return data
+
+    def ack(self, command_id: str, ok: bool = True, message: str = "", *, attempts: int | None = None) -> dict:
+        """Acknowledge a command from a heartbeat: `ok` says whether it was carried out."""
+        body = {"ok": bool(ok), "message": str(message)[:_MAX_ACK_MESSAGE]}
+        path = self._agent_path(f"commands/{quote(str(command_id), safe='')}/ack")
+        data, _ = self._request("POST", path, body, bearer=self._token(), attempts=attempts)
+        return data
+
+    def goodbye(self, *, attempts: int | None = None) -> None:
+        """Tell the server this agent is shutting down on purpose (offline, not an alarm)."""
+        self._request("POST", self._agent_path("goodbye"), None, bearer=self._token(), attempts=attempts)
+
+    def close(self) -> None:
+        """Close the connection; the next request opens a new one."""
+        self._connection.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Client(url={self.url!r}, agent_id={self.agent_id!r})"
+
+    # --- plumbing --------------------------------------------------------------------
+
+    def _token(self) -> str:
+        if not self.registered:
+            raise RuntimeError("This client has no identity: call register() or pass token= and agent_id=")
+        return self.token  # type: ignore[return-value]
+
+    def _agent_path(self, tail: str) -> str:
+        return f"/api/v1/agents/{quote(str(self.agent_id), safe='')}/{tail}"
+
+    def _request(
+        self, method: str, path: str, body: Mapping[str, Any] | None, *, bearer: str, attempts: int | None
+    ) -> tuple[dict, float]:
+        """Send with retries; returns (parsed JSON body, seconds the successful round trip took)."""
+        attempts = attempts or self.max_attempts
+        payload = None if body is None else json.dumps(body, separators=(",", ":"), allow_nan=False).encode()
+        headers = {"Authorization": f"Bearer {bearer}", "Accept": "application/json", "User-Agent": USER_AGENT}
+        if payload is not None:
+            headers["Content-Type"] = "application/json"
+        for attempt in range(1, attempts + 1):
+            retry_after = None
+            try:
+                status, response_headers, raw, elapsed = self._connection.send(method, self._prefix + path, payload, headers)
+            except (OSError, http.client.HTTPException) as exc:
+                error: PulseGuardError = ServerUnavailable(f"Cannot reach {self.url}: {type(exc).__name__}: {exc}")
+            else:
+                if status < 400:
+                    return _parse_body(raw), elapsed
+                error = _error_from_response(status, raw)
+                if not error.transient:
+                    raise error
+                retry_after = _retry_after(response_headers.get("Retry-After"))
+            if attempt == attempts:
+                raise error
+            delay = retry_after if retry_after is not None else self.backoff.delay(attempt)
+            log.warning("%s %s failed (%s); retry %d/%d in %.1fs", method, path, error, attempt, attempts - 1, delay)
+            self.sleep(delay)
+        raise AssertionError("unreachable")  # the loop always returns or raises
+
+
+def _parse_body(raw: bytes) -> dict:
+    if not raw.strip():
+        return {}
+    try:
+        data = json.loads(raw)
+    except ValueError as exc:
+        raise ServerUnavailable(f"The server answered with something other than JSON: {raw[:200]!r}") from exc
+    return data if isinstance(data, dict) else {"data": data}
+
+
+def _error_from_response(status: int, raw: bytes) -> PulseGuardError:
+    code, message, fields = f"http_{status}", f"HTTP {status}", {}
+    try:
+        error = json.loads(raw).get("error") or {}
+        code = error.get("code") or code
+        message = error.get("message") or message
+        fields = error.get("fields") or {}
+    except (ValueError, AttributeError):
+        # A proxy's HTML error page, say: keep a little of it for the log.
+        text = " ".join(raw[:300].decode("utf-8", "replace").split())[:200]
+        message = f"{message}: {text}" if text else message
+    if status == 429 or status >= 500:
+        return ServerUnavailable(message, status=status, code=code)
+    return PulseGuardError(status, code, message, fields)
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Seconds from a Retry-After header (the delta-seconds form; dates fall back to backoff)."""
+    if not value:
+        return None
+    try:
+        return min(max(float(value), 0.0), _MAX_RETRY_AFTER_S)
+    except ValueError:
+        return None

@@ -1,0 +1,181 @@
+"""One simulated agent: a real Client and AgentRunner driven one step at a time.
+
+Misbehaviour is what the server has to notice: a silent agent simply stops
+heartbeating (late, then stale), a flaky one misses beats and sometimes crashes without
+a goodbye and re-registers later with a new token, a restarted one re-registers too.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+from typing import TYPE_CHECKING
+
+from pulseguard_agent.backoff import Backoff
+from pulseguard_agent.client import Client
+from pulseguard_agent.errors import PulseGuardError, ServerUnavailable
+from pulseguard_agent.runner import AgentRunner
+from pulseguard_agent.sim_fleet import FakeHost, SimProfile
+
+if TYPE_CHECKING:
+    from pulseguard_agent.simulator import Simulator
+
+log = logging.getLogger(__name__)
+
+
+class SimAgent:
+    """A simulated agent; `step(now)` does one thing and returns seconds until the next step.
+
+    `status` says what it is doing: starting, active, silent, stalled, crashed,
+    restarting or gave_up (registration refused for good).
+    """
+
+    def __init__(self, profile: SimProfile, sim: Simulator):
+        self.profile = profile
+        self.sim = sim
+        self.rng = random.Random(profile.seed)
+        self.client = Client(sim.url, timeout=sim.timeout, max_attempts=2, rng=self.rng)
+        self.host = FakeHost(profile, self.rng)
+        self._retry = Backoff(base=1.0, cap=60.0, rng=self.rng)
+        self.runner = AgentRunner(
+            self.client, readings=self._readings, on_restart=self._on_restart, interval_s=sim.interval,
+            backoff=self._retry,
+        )
+        self.status = "starting"
+        self.error: PulseGuardError | None = None
+        self._needs_register = True
+        self._restart_pending = False
+        self._failures = 0
+        self._next_silence_at = math.inf
+        self._next_crash_at = math.inf
+
+    def step(self, now: float) -> float | None:
+        """Register, misbehave, or heartbeat once; None means this agent is done for good."""
+        timing = self.sim.timing
+        if self._needs_register:
+            return self._register(now)
+        if now >= self._next_silence_at:
+            duration = self.rng.uniform(*timing.silence_s)
+            self._next_silence_at = now + duration + self.rng.uniform(*timing.active_before_silence_s)
+            return self._pause("silent", duration, "goes silent")
+        if now >= self._next_crash_at:
+            self._needs_register = True
+            self._next_crash_at = math.inf
+            self.client.token = None  # a crashed process forgets its token
+            return self._pause("crashed", self.rng.uniform(*timing.crash_downtime_s), "crashes (no goodbye)")
+        if self.profile.flaky and self.rng.random() < timing.stall_probability:
+            missed = self.rng.randint(1, 3)
+            return self._pause("stalled", (missed + 1) * self.runner.heartbeat_interval_s, f"misses {missed} beats")
+        return self._heartbeat()
+
+    def goodbye(self) -> bool:
+        """Clean shutdown: goodbye if registered and alive; True if the server heard it."""
+        try:
+            if not self.client.registered or self.status in ("crashed", "gave_up"):
+                return False
+            self.client.goodbye(attempts=1)
+            self.sim.stats.add("goodbyes")
+            return True
+        except PulseGuardError as exc:
+            log.debug("%s: goodbye failed: %s", self.profile.name, exc)
+            return False
+        finally:
+            self.client.close()
+
+    # --- steps -----------------------------------------------------------------------
+
+    def _register(self, now: float) -> float | None:
+        p = self.profile
+        try:
+            self.client.register(
+                self.sim.enrollment_key, p.name, capabilities=p.capabilities, labels=p.labels, version=p.version,
+                host=p.host, model=p.model, provider=p.provider, kind=p.role.kind, replace=True,
+            )
+        except ServerUnavailable as exc:
+            return self._backoff(exc, "registration")
+        except PulseGuardError as exc:
+            log.error("%s: registration refused, giving up: %s", p.name, exc)
+            self.status, self.error = "gave_up", exc
+            return None
+        timing = self.sim.timing
+        self._needs_register = False
+        self._failures = 0
+        self.status = "active"
+        self.runner.state = "idle"
+        self.runner.isolated = False
+        self.sim.stats.add("registrations")
+        if p.silent_prone:
+            self._next_silence_at = now + self.rng.uniform(*timing.active_before_silence_s)
+        if p.flaky:
+            self._next_crash_at = now + self.rng.uniform(*timing.active_before_crash_s)
+        # First heartbeat soon, but not all agents at the same instant.
+        return self.rng.uniform(0.05, min(1.0, self.runner.heartbeat_interval_s))
+
+    def _heartbeat(self) -> float:
+        self.status = "active"
+        self._pick_work()
+        try:
+            response = self.runner.run_once()
+        except ServerUnavailable as exc:
+            self.sim.stats.add("heartbeat_failures")
+            return self._backoff(exc, "heartbeat")
+        except PulseGuardError as exc:
+            self.sim.stats.add("heartbeat_refusals")
+            if exc.status in (401, 403, 404):
+                # Someone took our name or deleted us: a real agent would stop; the demo comes back.
+                log.warning("%s: heartbeat rejected (%s); registering again", self.profile.name, exc)
+                self._needs_register = True
+                return self.rng.uniform(1.0, 5.0)
+            log.warning("%s: heartbeat refused: %s", self.profile.name, exc)
+            return self._interval()
+        self._failures = 0
+        self.sim.stats.add("heartbeats")
+        if response.get("commands"):
+            self.sim.stats.add("commands", len(response["commands"]))
+        self.sim.stats.latency(self.client.last_latency_ms)
+        if self._restart_pending:
+            self._restart_pending = False
+            self._needs_register = True
+            self.client.token = None
+            return self._pause("restarting", self.rng.uniform(*self.sim.timing.restart_pause_s), "restarts")
+        return self._interval()
+
+    # --- helpers ---------------------------------------------------------------------
+
+    def _pick_work(self) -> None:
+        """Idle agents pick up work now and then and busy ones finish it; drained or isolated ones do not."""
+        if self.runner.state == "draining" or self.runner.isolated:
+            if self.runner.state == "busy":
+                self.runner.state = "idle"
+            return
+        timing = self.sim.timing
+        if self.runner.state == "idle" and self.rng.random() < timing.busy_probability:
+            self.runner.state = "busy"
+        elif self.runner.state == "busy" and self.rng.random() < timing.idle_probability:
+            self.runner.state = "idle"
+
+    def _readings(self) -> dict:
+        return self.host.readings(self.runner.state, self.runner.isolated)
+
+    def _on_restart(self, command: dict) -> None:
+        # The ack is already sent; the restart itself happens after this heartbeat returns.
+        self._restart_pending = True
+        self.sim.stats.add("restarts")
+
+    def _pause(self, status: str, seconds: float, what: str) -> float:
+        self.status = status
+        self.sim.stats.add(status)
+        self.client.close()
+        log.info("%s %s for %.0fs", self.profile.name, what, seconds)
+        return seconds
+
+    def _backoff(self, exc: PulseGuardError, what: str) -> float:
+        self._failures += 1
+        delay = self._retry.delay(self._failures)
+        log.warning("%s: %s failed (%s); retrying in %.1fs", self.profile.name, what, exc, delay)
+        return delay
+
+    def _interval(self) -> float:
+        # +-10% so a fleet started together does not heartbeat in lockstep forever.
+        return self.runner.heartbeat_interval_s * self.rng.uniform(0.9, 1.1)

@@ -1,0 +1,245 @@
+"""A real HTTP server on 127.0.0.1 speaking the agent API contract, for SDK tests.
+
+Nothing here touches Django: the SDK runs on agent hosts and is tested the same way,
+over real sockets. The server keeps just enough state to behave like PulseGuard
+(names, current tokens, commands delivered once, acks once), validates request bodies
+against the contract (unknown fields are a 400, as on the real server), records every
+request, and lets a test script the next responses of an endpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+import threading
+import time
+import uuid
+from collections import defaultdict, deque
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:  # the SDK is importable from a checkout without installing it
+    sys.path.insert(0, str(ROOT))
+
+KEY = "pge_test_enrollment_key"
+REGISTER_FIELDS = {"name", "kind", "capabilities", "labels", "version", "host", "model", "provider", "replace"}
+HOST_FIELDS = {"hostname", "os", "cpu_count", "memory_total_bytes", "gpus"}
+GPU_INVENTORY_FIELDS = {"index", "uuid", "name", "memory_total_bytes"}
+HEARTBEAT_FIELDS = {"state", "readings", "latency_ms"}
+READING_FIELDS = {"cpu_percent", "load1", "memory_used_bytes", "memory_total_bytes", "gpus"}
+GPU_READING_FIELDS = {"index", "utilization_percent", "memory_used_bytes", "memory_total_bytes", "temperature_c", "power_w"}
+ACK_FIELDS = {"ok", "message"}
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,119}$")
+ROUTES = [
+    ("register", re.compile(r"^/api/v1/agents/register$")),
+    ("heartbeat", re.compile(r"^/api/v1/agents/(?P<agent>[^/]+)/heartbeat$")),
+    ("ack", re.compile(r"^/api/v1/agents/(?P<agent>[^/]+)/commands/(?P<command>[^/]+)/ack$")),
+    ("goodbye", re.compile(r"^/api/v1/agents/(?P<agent>[^/]+)/goodbye$")),
+]
+
+
+@dataclass
+class Recorded:
+    endpoint: str
+    path: str
+    headers: dict
+    body: dict | None
+    connection: tuple  # the client's (host, port): one per TCP connection
+    at: float = field(default_factory=time.monotonic)
+
+
+@dataclass
+class Scripted:
+    status: int
+    body: dict | None = None
+    headers: dict = field(default_factory=dict)
+    delay: float = 0.0
+
+
+class ContractServer:
+    """The agent API in miniature. `url`, `requests`, `script()`, `queue_command()`."""
+
+    heartbeat_interval_s = 1
+    key = KEY
+
+    def __init__(self) -> None:
+        self.requests: list[Recorded] = []
+        self.agents: dict[str, dict] = {}  # name -> {"id", "token"}
+        self.commands: dict[str, deque] = defaultdict(deque)  # agent id -> undelivered commands
+        self.acked: dict[str, dict] = {}
+        self.delay: dict[str, float] = {}
+        self._scripts: dict[str, deque] = defaultdict(deque)
+        self._lock = threading.Lock()
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        # A short poll interval keeps shutdown (and so each test's teardown) quick.
+        self._thread = threading.Thread(target=self.httpd.serve_forever, args=(0.02,), daemon=True)
+
+    def script(self, endpoint: str, status: int, body: dict | None = None, *, headers: dict | None = None,
+               delay: float = 0.0, times: int = 1) -> None:
+        """The next `times` requests to `endpoint` get this response instead of the normal one."""
+        for _ in range(times):
+            self._scripts[endpoint].append(Scripted(status, body, headers or {}, delay))
+
+    def queue_command(self, agent_id: str, type: str, args: dict | None = None) -> str:
+        command_id = str(uuid.uuid4())
+        self.commands[agent_id].append(
+            {"id": command_id, "type": type, "args": args or {}, "issued_at": "2026-01-01T00:00:00Z"}
+        )
+        return command_id
+
+    def to(self, endpoint: str) -> list[Recorded]:
+        return [r for r in list(self.requests) if r.endpoint == endpoint]
+
+    def wait_for(self, endpoint: str, count: int = 1, timeout: float = 10.0) -> list[Recorded]:
+        deadline = time.monotonic() + timeout
+        while len(self.to(endpoint)) < count:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"expected {count} {endpoint} requests, got {len(self.to(endpoint))}")
+            time.sleep(0.01)
+        return self.to(endpoint)
+
+    # --- the contract ------------------------------------------------------------------
+
+    def handle(self, endpoint: str, params: dict, bearer: str | None, body: dict | None) -> tuple[int, dict | None, dict]:
+        with self._lock:
+            if self._scripts[endpoint]:
+                s = self._scripts[endpoint].popleft()
+                time.sleep(s.delay)
+                return s.status, s.body, s.headers
+        time.sleep(self.delay.get(endpoint, 0.0))
+        with self._lock:
+            return getattr(self, f"_{endpoint}")(params, bearer, body or {}) + ({},)
+
+    def _register(self, params, bearer, body):
+        if bearer != KEY:
+            return 401, _error("invalid_enrollment_key", "Unknown enrollment key")
+        bad = _unknown(body, REGISTER_FIELDS) or _unknown(body.get("host", {}), HOST_FIELDS, "host.")
+        for gpu in body.get("host", {}).get("gpus", []):
+            bad = bad or _unknown(gpu, GPU_INVENTORY_FIELDS, "host.gpus.")
+        if not NAME_RE.match(body.get("name", "")):
+            bad = bad or {"name": ["Use letters, digits and . _ : @ - (max 120)."]}
+        if bad:
+            return 400, _error("invalid", "Invalid input", bad)
+        name = body["name"]
+        if name in self.agents and not body.get("replace"):
+            return 409, _error("name_taken", f"An agent named {name!r} is already registered")
+        agent_id = self.agents[name]["id"] if name in self.agents else str(uuid.uuid5(uuid.NAMESPACE_DNS, name))
+        token = f"pga_{uuid.uuid4().hex}"
+        self.agents[name] = {"id": agent_id, "token": token}
+        return 201, {"id": agent_id, "token": token, "heartbeat_interval_s": self.heartbeat_interval_s}
+
+    def _heartbeat(self, params, bearer, body):
+        refused = self._check_token(params["agent"], bearer)
+        if refused:
+            return refused
+        readings = body.get("readings") or {}
+        bad = _unknown(body, HEARTBEAT_FIELDS) or _unknown(readings, READING_FIELDS, "readings.")
+        for gpu in readings.get("gpus", []):
+            bad = bad or _unknown(gpu, GPU_READING_FIELDS, "readings.gpus.")
+        if body.get("state", "idle") not in ("idle", "busy", "draining"):
+            bad = bad or {"state": ["Not a valid choice."]}
+        if not 0 <= readings.get("cpu_percent", 0) <= 100:
+            bad = bad or {"readings.cpu_percent": ["Out of range."]}
+        if bad:
+            return 400, _error("invalid", "Invalid input", bad)
+        queue = self.commands[params["agent"]]
+        commands = [queue.popleft() for _ in range(len(queue))]
+        return 200, {"commands": commands, "heartbeat_interval_s": self.heartbeat_interval_s, "status": "online"}
+
+    def _ack(self, params, bearer, body):
+        refused = self._check_token(params["agent"], bearer)
+        if refused:
+            return refused
+        if _unknown(body, ACK_FIELDS):
+            return 400, _error("invalid", "Invalid input", _unknown(body, ACK_FIELDS))
+        if params["command"] in self.acked:
+            return 409, _error("already_acknowledged", "Command already acknowledged")
+        self.acked[params["command"]] = body
+        return 200, {"id": params["command"], "status": "done" if body.get("ok", True) else "failed"}
+
+    def _goodbye(self, params, bearer, body):
+        return self._check_token(params["agent"], bearer) or (204, None)
+
+    def _check_token(self, agent_id, bearer):
+        owner = next((a for a in self.agents.values() if a["token"] == bearer), None)
+        if owner is None:
+            return 401, _error("invalid_token", "Unknown or replaced agent token")
+        if owner["id"] != agent_id:
+            return 403, _error("token_agent_mismatch", "This token belongs to another agent")
+        return None
+
+
+def _error(code: str, message: str, fields: dict | None = None) -> dict:
+    return {"error": {"code": code, "message": message, **({"fields": fields} if fields else {})}}
+
+
+def _unknown(data: dict, allowed: set, prefix: str = "") -> dict:
+    return {f"{prefix}{name}": ["Unknown field."] for name in sorted(set(data) - allowed)}
+
+
+def _handler_for(server: ContractServer):
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # keep-alive, as a production server does
+        # Buffered writes send headers and body in one segment; two small writes would meet
+        # Nagle and delayed ACK and add ~40 ms to every round trip.
+        wbufsize = 64 * 1024
+
+        def do_POST(self):
+            raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            body = json.loads(raw) if raw else None
+            auth = self.headers.get("Authorization", "")
+            bearer = auth[len("Bearer "):] if auth.startswith("Bearer ") else None
+            for endpoint, pattern in ROUTES:
+                match = pattern.match(self.path)
+                if match:
+                    recorded = Recorded(endpoint, self.path, dict(self.headers), body, self.client_address)
+                    status, out, headers = server.handle(endpoint, match.groupdict(), bearer, body)
+                    # Recorded once handled, so a test that saw the request also sees its effects.
+                    server.requests.append(recorded)
+                    return self._send(status, out, headers)
+            self._send(404, _error("not_found", "No such endpoint"), {})
+
+        def _send(self, status: int, body: dict | None, headers: dict) -> None:
+            data = b"" if body is None else json.dumps(body).encode()
+            self.send_response(status)
+            for name, value in headers.items():
+                self.send_header(name, value)
+            if body is not None:
+                self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, format, *args):  # keep test output readable
+            pass
+
+    return Handler
+
+
+@pytest.fixture
+def server():
+    """A running ContractServer; shut down after the test."""
+    s = ContractServer()
+    s._thread.start()
+    yield s
+    s.httpd.shutdown()
+    s.httpd.server_close()
+
+
+class SleepRecorder(list):
+    """A `sleep` hook that records the delays it was asked for instead of waiting."""
+
+    def __call__(self, seconds: float) -> None:
+        self.append(seconds)
+
+
+@pytest.fixture
+def sleeps() -> SleepRecorder:
+    return SleepRecorder()
