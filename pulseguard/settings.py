@@ -95,6 +95,15 @@ if PULSEGUARD_STALE_AFTER <= 2 * PULSEGUARD_HEARTBEAT_INTERVAL:
 PULSEGUARD_STATUS_CHECK_EVERY = env_int("PULSEGUARD_STATUS_CHECK_EVERY", 5, minimum=1)
 # Largest request body an agent may send (bytes); larger ones get a 413.
 PULSEGUARD_MAX_BODY_BYTES = env_int("PULSEGUARD_MAX_BODY_BYTES", 1_048_576, minimum=1024)
+# Telemetry batches (up to 5,000 samples) are bigger than other requests; gzip bodies may
+# expand to at most this many bytes.
+PULSEGUARD_MAX_METRICS_BODY_BYTES = env_int("PULSEGUARD_MAX_METRICS_BODY_BYTES", 8 * 1_048_576, minimum=1024)
+PULSEGUARD_METRICS_MAX_BATCH = env_int("PULSEGUARD_METRICS_MAX_BATCH", 5_000, minimum=1)
+# Retention, in days: raw samples and LLM calls; 1-minute rollups; 1-hour rollups.
+PULSEGUARD_RETENTION_RAW_DAYS = env_int("PULSEGUARD_RETENTION_RAW_DAYS", 7, minimum=1)
+PULSEGUARD_RETENTION_MINUTE_DAYS = env_int("PULSEGUARD_RETENTION_MINUTE_DAYS", 30, minimum=1)
+PULSEGUARD_RETENTION_ROLLUP_DAYS = env_int("PULSEGUARD_RETENTION_ROLLUP_DAYS", 400, minimum=1)
+PULSEGUARD_ROLLUP_EVERY = env_int("PULSEGUARD_ROLLUP_EVERY", 15, minimum=1)
 # A browser gets at most one frame per this many milliseconds, however large the fleet.
 PULSEGUARD_LIVE_COALESCE_MS = env_int("PULSEGUARD_LIVE_COALESCE_MS", 250, minimum=10)
 PULSEGUARD_LOG_FORMAT = env.str("PULSEGUARD_LOG_FORMAT", default="console" if DEBUG else "json").lower()
@@ -131,6 +140,7 @@ INSTALLED_APPS = [
     "apps.core",
     "apps.security",
     "apps.agents",
+    "apps.metrics",
     "apps.dashboard",
 ]
 
@@ -204,7 +214,8 @@ SESSION_COOKIE_SECURE = env_bool("DJANGO_SECURE_COOKIES", not DEBUG)
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if env_bool("DJANGO_BEHIND_TLS_PROXY", False) else None
 X_FRAME_OPTIONS = "DENY"
-DATA_UPLOAD_MAX_MEMORY_SIZE = PULSEGUARD_MAX_BODY_BYTES
+# BodySizeLimitMiddleware applies the per-path limits; Django's own check is the larger one.
+DATA_UPLOAD_MAX_MEMORY_SIZE = max(PULSEGUARD_MAX_BODY_BYTES, PULSEGUARD_MAX_METRICS_BODY_BYTES)
 
 # --- Caches, channels, Celery (all on Redis) --------------------------------------------
 CACHES = {
@@ -243,6 +254,17 @@ CELERY_BEAT_SCHEDULE = {
         "task": "apps.agents.tasks.agents_check_heartbeats",
         "schedule": float(PULSEGUARD_STATUS_CHECK_EVERY),
         "options": {"expires": float(PULSEGUARD_STATUS_CHECK_EVERY)},
+    },
+    "metrics-rollup": {
+        "task": "apps.metrics.tasks.metrics_rollup",
+        "schedule": float(PULSEGUARD_ROLLUP_EVERY),
+        "options": {"expires": float(PULSEGUARD_ROLLUP_EVERY)},
+    },
+    # Partitions for the days ahead, and whole old partitions dropped (retention).
+    "metrics-partitions": {
+        "task": "apps.metrics.tasks.metrics_partitions_maintain",
+        "schedule": 3600.0,
+        "options": {"expires": 3600.0},
     },
 }
 

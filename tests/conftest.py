@@ -1,5 +1,7 @@
 """Shared fixtures. Everything runs against real PostgreSQL and Redis (see scripts/devstack.py)."""
 
+import os
+
 import pytest
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
@@ -8,6 +10,15 @@ from rest_framework.test import APIClient
 from apps.agents import services as agent_services
 from apps.security.roles import Role
 from apps.security.services import api_token_create
+
+
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings():
+    """A test database per pytest process, so two runs on one PostgreSQL never collide."""
+    from django.conf import settings
+
+    default = settings.DATABASES["default"]
+    default.setdefault("TEST", {})["NAME"] = f"test_{default['NAME']}_{os.getpid()}"
 
 
 def make_user(username: str, role: Role | None):

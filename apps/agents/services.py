@@ -24,6 +24,7 @@ from apps.agents.choices import AgentKind, AgentState, AgentStatus, CommandStatu
 from apps.agents.models import Agent, AgentCommand, AgentEvent, EnrollmentKey
 from apps.core.errors import ApplicationError, AuthenticationFailed, Conflict, NotFound, PermissionDenied
 from apps.core.tokens import AGENT_PREFIX, ENROLLMENT_PREFIX, token_hash, token_hint, token_make
+from apps.metrics import services as metrics_services
 
 log = structlog.get_logger(__name__)
 
@@ -199,7 +200,8 @@ class HeartbeatResult:
 # Every heartbeat goes through this one statement, alone or with the others that arrived
 # within the same few milliseconds (a group commit: apps/agents/api/fast.py). Tokens are
 # checked inside it, so a replaced token can never touch a row; rows are locked in id
-# order so concurrent batches cannot deadlock; each agent gets its own commands back.
+# order so concurrent batches cannot deadlock; each agent gets its own commands back; the
+# readings become telemetry samples (apps.metrics) in the same statement.
 _HEARTBEATS_SQL = """
 WITH v AS (
     SELECT * FROM unnest(%(ids)s::uuid[], %(hashes)s::text[], %(states)s::text[], %(readings)s::jsonb[],
@@ -227,7 +229,7 @@ WITH v AS (
     INSERT INTO agents_agentevent (agent_id, kind, from_status, to_status, message, created_at)
     SELECT id, 'status_changed', old_status, new_status, 'Heartbeat received', %(now)s
     FROM upd WHERE old_status IS DISTINCT FROM new_status
-)
+)""" + metrics_services.heartbeat_samples_sql() + """
 SELECT upd.id, upd.old_status, upd.new_status, upd.old_state,
        (SELECT COALESCE(json_agg(json_build_object(
                     'id', cmds.id, 'type', cmds.type, 'args', cmds.args,
@@ -247,6 +249,27 @@ def agent_heartbeats_record(*, beats: list[Heartbeat]) -> list[HeartbeatResult |
     if len({b.agent_id for b in beats}) != len(beats):
         raise ValueError("an agent may appear only once per batch")
     now = timezone.now()
+    try:
+        rows = _heartbeats_write(beats, now)
+    except psycopg.errors.CheckViolation as exc:
+        # No partition for today's samples: the beat job that makes them ahead has not
+        # run for days. Make them rather than refuse heartbeats over telemetry.
+        if "partition" not in str(exc):
+            raise
+        metrics_services.metrics_partitions_maintain()
+        rows = _heartbeats_write(beats, now)
+    interval = settings.PULSEGUARD_HEARTBEAT_INTERVAL
+    results: list[HeartbeatResult | ApplicationError] = []
+    for beat in beats:
+        row = rows.get(beat.agent_id)
+        if row is None:
+            results.append(_heartbeat_refusal(agent_id=beat.agent_id, token=beat.token))
+        else:
+            results.append(HeartbeatResult(commands=row[3], heartbeat_interval_s=interval, status=row[1]))
+    return results
+
+
+def _heartbeats_write(beats: list[Heartbeat], now) -> dict:
     with transaction.atomic():
         connection.ensure_connection()
         # psycopg's own cursor: server-side binding, and prepare=True lets PostgreSQL
@@ -266,20 +289,17 @@ def agent_heartbeats_record(*, beats: list[Heartbeat]) -> list[HeartbeatResult |
                 prepare=True,
             )
             rows = {row[0]: row[1:] for row in cursor.fetchall()}
+        # New readings count as a change too: meters and charts follow them live (one
+        # message for the whole batch; each socket coalesces what it renders).
         changed = [
             b.agent_id for b in beats
-            if b.agent_id in rows and (rows[b.agent_id][0] != rows[b.agent_id][1] or rows[b.agent_id][2] != b.state or rows[b.agent_id][3])
+            if b.agent_id in rows and (
+                rows[b.agent_id][0] != rows[b.agent_id][1] or rows[b.agent_id][2] != b.state
+                or rows[b.agent_id][3] or b.readings
+            )
         ]
         events.agents_changed(changed)
-    interval = settings.PULSEGUARD_HEARTBEAT_INTERVAL
-    results: list[HeartbeatResult | ApplicationError] = []
-    for beat in beats:
-        row = rows.get(beat.agent_id)
-        if row is None:
-            results.append(_heartbeat_refusal(agent_id=beat.agent_id, token=beat.token))
-        else:
-            results.append(HeartbeatResult(commands=row[3], heartbeat_interval_s=interval, status=row[1]))
-    return results
+    return rows
 
 
 def agent_heartbeat_record(

@@ -27,21 +27,27 @@ class RequestIdMiddleware:
         return response
 
 
+_METRICS_PATH = re.compile(r"^/api/v1/agents/[0-9a-fA-F-]{36}/metrics$")
+
+
 class BodySizeLimitMiddleware:
     """Refuses oversized bodies before anything parses them (Django only checks forms)."""
 
     def __init__(self, get_response):
         self.get_response = get_response
-        self.limit = settings.PULSEGUARD_MAX_BODY_BYTES
+        self.default_limit = settings.PULSEGUARD_MAX_BODY_BYTES
+        self.metrics_limit = settings.PULSEGUARD_MAX_METRICS_BODY_BYTES
 
     def __call__(self, request):
         try:
             length = int(request.headers.get("Content-Length") or 0)
         except ValueError:
             return JsonResponse(error_body("bad_content_length", "Content-Length is not a number"), status=400)
-        if length > self.limit:
+        # Telemetry batches (up to 5,000 samples) get their own, larger limit.
+        limit = self.metrics_limit if _METRICS_PATH.match(request.path_info) else self.default_limit
+        if length > limit:
             return JsonResponse(
-                error_body("body_too_large", f"Request body is {length} bytes; the limit is {self.limit}"),
+                error_body("body_too_large", f"Request body is {length} bytes; the limit is {limit}"),
                 status=413,
             )
         return self.get_response(request)

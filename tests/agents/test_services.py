@@ -119,6 +119,10 @@ def test_heartbeat_updates_the_row_in_one_statement(agent_and_token):
     assert agent.state == "busy"
     assert agent.readings == readings
     assert agent.last_latency_ms == 12.5
+    # ...and the readings became a telemetry sample in that same statement.
+    with connection.cursor() as cur:
+        cur.execute("SELECT cpu_percent, memory_used_bytes FROM metrics_host_sample WHERE agent_id = %s", [agent.pk])
+        assert cur.fetchall() == [(37.5, 1)]
 
 
 def test_one_batch_records_many_agents_and_says_why_each_refusal(enrollment_key, operator):
