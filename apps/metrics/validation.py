@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import re
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -27,9 +28,18 @@ class Bad(Exception):
     pass
 
 
-def _number(lo: float | None = None, hi: float | None = None) -> Callable[[Any], float]:
+def _number(lo: float | None = None, hi: float | None = None, *, optional: bool = False) -> Callable[[Any], float]:
+    # Finite bounds for the fast path: infinities and NaN fail it and meet the checks below.
+    lo_f = lo if lo is not None else -sys.float_info.max
+    hi_f = hi if hi is not None else sys.float_info.max
+
     def check(v):
-        if type(v) is not float and type(v) is not int:  # bool is an int: refused too
+        if type(v) is float:
+            if lo_f <= v <= hi_f:
+                return v  # the common case, in one comparison
+        elif v is None and optional:
+            return None
+        elif type(v) is not int:  # bool is an int subclass, not an int: refused too
             raise Bad("must be a number")
         if not math.isfinite(v):
             raise Bad("must be a finite number")
@@ -41,8 +51,12 @@ def _number(lo: float | None = None, hi: float | None = None) -> Callable[[Any],
     return check
 
 
-def _integer(lo: int = 0, hi: int = 2**62) -> Callable[[Any], int]:
+def _integer(lo: int = 0, hi: int = 2**62, *, optional: bool = False) -> Callable[[Any], int]:
     def check(v):
+        if type(v) is int and lo <= v <= hi:
+            return v
+        if v is None and optional:
+            return None
         if type(v) is float and v.is_integer():
             v = int(v)
         if type(v) is not int:
@@ -99,7 +113,7 @@ def _labels(v):
     return v
 
 
-_PROCESS_FIELDS = {"pid": _integer(0, 2**31), "name": _text(200), "used_memory_bytes": _optional(_integer())}
+_PROCESS_FIELDS = {"pid": _integer(0, 2**31), "name": _text(200), "used_memory_bytes": _integer(optional=True)}
 
 
 def _processes(v):
@@ -113,9 +127,9 @@ def _processes(v):
     return v
 
 
-percent = _optional(_number(0, 100))
-nonneg = _optional(_number(0))
-count = _optional(_integer())
+percent = _number(0, 100, optional=True)
+nonneg = _number(0, optional=True)
+count = _integer(optional=True)
 
 HOST_FIELDS = {
     "cpu_percent": percent, "load1": nonneg, "load5": nonneg, "load15": nonneg,
@@ -134,9 +148,9 @@ GPU_FIELDS = {
     "uuid": _text(80),
     "utilization_percent": percent, "memory_util_percent": percent,
     "memory_used_bytes": count, "memory_free_bytes": count, "memory_total_bytes": count,
-    "temperature_c": _optional(_number(-50, 200)), "power_w": _optional(_number(0, 10_000)),
-    "power_limit_w": _optional(_number(0, 10_000)), "sm_clock_mhz": _optional(_number(0, 100_000)),
-    "mem_clock_mhz": _optional(_number(0, 100_000)), "energy_mj": nonneg,
+    "temperature_c": _number(-50, 200, optional=True), "power_w": _number(0, 10_000, optional=True),
+    "power_limit_w": _number(0, 10_000, optional=True), "sm_clock_mhz": _number(0, 100_000, optional=True),
+    "mem_clock_mhz": _number(0, 100_000, optional=True), "energy_mj": nonneg,
     "ecc_sbe_total": count, "ecc_dbe_total": count, "xid_errors": count,
     "processes": _optional(_processes),
 }
@@ -145,9 +159,9 @@ _ERROR_TYPE = re.compile(r"[a-z][a-z0-9_]{0,63}")
 LLM_FIELDS = {
     "provider": _text(64, blank=False), "model": _text(128, blank=False), "operation": _text(32),
     "tokens_in": _integer(0, 2**31 - 1), "tokens_out": _integer(0, 2**31 - 1), "tokens_cached": _integer(0, 2**31 - 1),
-    "latency_ms": _optional(_number(0, 3_600_000)), "ttft_ms": _optional(_number(0, 3_600_000)),
+    "latency_ms": _number(0, 3_600_000, optional=True), "ttft_ms": _number(0, 3_600_000, optional=True),
     "status": _choice("ok", "error"), "error_type": _text(64, pattern=_ERROR_TYPE),
-    "cost_usd": _optional(_number(0, 1_000_000)),
+    "cost_usd": _number(0, 1_000_000, optional=True),
     "session_id": _text(128), "workflow_id": _text(128), "task_id": _text(128),
 }
 _METRIC_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.:]{0,99}")

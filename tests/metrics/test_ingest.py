@@ -85,7 +85,7 @@ def test_one_bad_sample_rejects_the_batch_and_every_problem_is_listed(agent_and_
     samples = [
         host(now),
         host(now, cpu_percent="high"),
-        gpu(now, temperature_c=math.inf),
+        gpu(now, temperature_c=250),
         {"kind": "disk", "ts": iso(now)},
         host(now + timedelta(hours=2)),
         host(now - timedelta(days=30)),
@@ -93,7 +93,7 @@ def test_one_bad_sample_rejects_the_batch_and_every_problem_is_listed(agent_and_
         {"kind": "llm", "ts": iso(now)},
         gpu(now, index=True),
     ]
-    body = json.dumps({"samples": samples}, allow_nan=True)
+    body = json.dumps({"samples": samples})
     r = agent_client(token).generic("POST", url(agent), body, content_type="application/json")
     assert r.status_code == 400
     error = r.json()["error"]
@@ -104,11 +104,27 @@ def test_one_bad_sample_rejects_the_batch_and_every_problem_is_listed(agent_and_
         (7, "provider"), (7, "model"), (8, "index"),
     }
     reasons = {(p["index"], p["field"]): p["reason"] for p in error["fields"]["samples"]}
-    assert "finite" in reasons[(2, "temperature_c")]
+    assert reasons[(2, "temperature_c")] == "must be at most 200"
     assert "future" in reasons[(4, "ts")]
     assert "retention" in reasons[(5, "ts")]
     assert count("metrics_host_sample") == count("metrics_gpu_sample") == count("metrics_llm_call") == 0
     assert count("metrics_rollup_pending") == 0
+
+
+def test_nan_and_infinities_are_refused(agent_and_token):
+    from apps.core.errors import ApplicationError
+
+    agent, token = agent_and_token
+    # Not JSON at all on the wire...
+    r = agent_client(token).generic("POST", url(agent), '{"samples": [{"kind": "host", "cpu_percent": NaN}]}',
+                                    content_type="application/json")
+    assert r.status_code == 400 and r.json()["error"]["code"] == "malformed_json"
+    # ...and refused by the service whatever parsed them.
+    with pytest.raises(ApplicationError) as exc:
+        services.metrics_ingest(agent_id=agent.pk, samples=[host(minutes_ago(0), cpu_percent=math.nan),
+                                                             gpu(minutes_ago(0), power_w=math.inf)])
+    assert [p["reason"] for p in exc.value.fields["samples"]] == ["must be a finite number"] * 2
+    assert count("metrics_host_sample") == 0
 
 
 @pytest.mark.parametrize("body, code, status", [

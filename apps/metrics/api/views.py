@@ -1,10 +1,12 @@
 """Metrics API: thin adapters over apps.metrics.services / selectors."""
 
-import json
 import zlib
+
+import orjson
 
 from django.conf import settings
 from drf_spectacular.utils import OpenApiParameter, PolymorphicProxySerializer, extend_schema
+from prometheus_client import Counter
 from rest_framework.parsers import BaseParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -16,6 +18,9 @@ from apps.metrics.api import serializers as s
 from apps.security.permissions import IsViewer
 
 ERRORS = {400: dict, 401: dict, 403: dict}
+
+SAMPLES = Counter("pulseguard_metrics_samples", "Telemetry samples written, by kind", ["kind"])
+BATCHES = Counter("pulseguard_metrics_batches", "Telemetry batches answered, by outcome", ["outcome"])
 
 
 class RawBodyParser(BaseParser):
@@ -45,8 +50,8 @@ def _decode_batch(request) -> object:
         raise ApplicationError(f"Content-Encoding {encoding!r} is not supported: use gzip", code="unsupported_encoding",
                                status_code=415)
     try:
-        data = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
+        data = orjson.loads(body)  # ~4x the standard library on big batches; refuses NaN
+    except orjson.JSONDecodeError as exc:
         raise ApplicationError(f"The body is not JSON: {exc}", code="malformed_json") from None
     if not isinstance(data, dict) or set(data) != {"samples"}:
         raise ApplicationError('The body is {"samples": [...]}', code="invalid_samples",
@@ -72,8 +77,16 @@ class AgentMetricsApi(APIView):
         description="Body: `{\"samples\": [...]}`, up to 5,000 samples, all written or none. See docs/telemetry.md.",
     )
     def post(self, request, agent_id):
-        samples = _decode_batch(request)
-        counts = services.metrics_ingest(agent_id=agent_id, samples=samples)
+        try:
+            samples = _decode_batch(request)
+            counts = services.metrics_ingest(agent_id=agent_id, samples=samples)
+        except ApplicationError as exc:
+            BATCHES.labels(exc.code).inc()
+            raise
+        BATCHES.labels("accepted").inc()
+        for kind, n in counts.items():
+            if n:
+                SAMPLES.labels(kind).inc(n)
         return Response({"accepted": sum(counts.values()), "by_kind": counts})
 
 
