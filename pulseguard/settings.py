@@ -104,6 +104,10 @@ PULSEGUARD_RETENTION_RAW_DAYS = env_int("PULSEGUARD_RETENTION_RAW_DAYS", 7, mini
 PULSEGUARD_RETENTION_MINUTE_DAYS = env_int("PULSEGUARD_RETENTION_MINUTE_DAYS", 30, minimum=1)
 PULSEGUARD_RETENTION_ROLLUP_DAYS = env_int("PULSEGUARD_RETENTION_ROLLUP_DAYS", 400, minimum=1)
 PULSEGUARD_ROLLUP_EVERY = env_int("PULSEGUARD_ROLLUP_EVERY", 15, minimum=1)
+# Tasks: modules that register extra skills (comma-separated dotted paths), and how often
+# expired leases and timeouts are checked.
+PULSEGUARD_SKILLS = env_list("PULSEGUARD_SKILLS", [])
+PULSEGUARD_TASK_EXPIRE_EVERY = env_int("PULSEGUARD_TASK_EXPIRE_EVERY", 5, minimum=1)
 # A browser gets at most one frame per this many milliseconds, however large the fleet.
 PULSEGUARD_LIVE_COALESCE_MS = env_int("PULSEGUARD_LIVE_COALESCE_MS", 250, minimum=10)
 PULSEGUARD_LOG_FORMAT = env.str("PULSEGUARD_LOG_FORMAT", default="console" if DEBUG else "json").lower()
@@ -141,6 +145,7 @@ INSTALLED_APPS = [
     "apps.security",
     "apps.agents",
     "apps.metrics",
+    "apps.workflows",
     "apps.dashboard",
 ]
 
@@ -260,6 +265,11 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": float(PULSEGUARD_ROLLUP_EVERY),
         "options": {"expires": float(PULSEGUARD_ROLLUP_EVERY)},
     },
+    "workflows-expire-tasks": {
+        "task": "apps.workflows.tasks.tasks_expire",
+        "schedule": float(PULSEGUARD_TASK_EXPIRE_EVERY),
+        "options": {"expires": float(PULSEGUARD_TASK_EXPIRE_EVERY)},
+    },
     # Partitions for the days ahead, and whole old partitions dropped (retention).
     "metrics-partitions": {
         "task": "apps.metrics.tasks.metrics_partitions_maintain",
@@ -290,6 +300,10 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
+    "ENUM_NAME_OVERRIDES": {
+        "AgentStateEnum": "apps.agents.choices.AgentState",
+        "TaskStateEnum": "apps.workflows.choices.TaskState",
+    },
     # Swagger UI served from our own static files: the docs work offline.
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",

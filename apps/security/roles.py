@@ -57,7 +57,7 @@ def role_groups_ensure() -> None:
     }
     if len(role_perms) < len(Role):
         return  # the security app's own permissions are not created yet; a later call builds the groups
-    ours = Permission.objects.filter(content_type__app_label__in=["agents", "metrics", "security"])
+    ours = Permission.objects.filter(content_type__app_label__in=["agents", "metrics", "security", "workflows"])
     view_perms = list(ours.filter(codename__startswith="view_"))
     for role in Role:
         group, _ = Group.objects.get_or_create(name=role.group_name)
