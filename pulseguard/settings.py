@@ -108,6 +108,10 @@ PULSEGUARD_ROLLUP_EVERY = env_int("PULSEGUARD_ROLLUP_EVERY", 15, minimum=1)
 # expired leases and timeouts are checked.
 PULSEGUARD_SKILLS = env_list("PULSEGUARD_SKILLS", [])
 PULSEGUARD_TASK_EXPIRE_EVERY = env_int("PULSEGUARD_TASK_EXPIRE_EVERY", 5, minimum=1)
+# Circuit breaker per agent: this many failed attempts in a row open it (no work) for the
+# cooldown in seconds; then one trial attempt decides.
+PULSEGUARD_BREAKER_FAILURES = env_int("PULSEGUARD_BREAKER_FAILURES", 5, minimum=1)
+PULSEGUARD_BREAKER_COOLDOWN = env_int("PULSEGUARD_BREAKER_COOLDOWN", 300, minimum=1)
 # A browser gets at most one frame per this many milliseconds, however large the fleet.
 PULSEGUARD_LIVE_COALESCE_MS = env_int("PULSEGUARD_LIVE_COALESCE_MS", 250, minimum=10)
 PULSEGUARD_LOG_FORMAT = env.str("PULSEGUARD_LOG_FORMAT", default="console" if DEBUG else "json").lower()

@@ -52,6 +52,9 @@ class Agent(models.Model):
     last_heartbeat_at = models.DateTimeField(null=True, blank=True)
     last_latency_ms = models.FloatField(null=True, blank=True, help_text="Round trip the agent measured last")
     status_changed_at = models.DateTimeField(null=True, blank=True)
+    breaker_reset_at = models.DateTimeField(
+        null=True, blank=True, help_text="Attempts before this do not count towards the circuit breaker"
+    )
 
     class Meta:
         ordering = ["name"]

@@ -41,21 +41,28 @@ def agent_rows(*, agent_ids) -> list[Agent]:
     return list(Agent.objects.only(*_ROW_FIELDS).filter(pk__in=list(agent_ids)).order_by("name"))
 
 
-def agent_health(agent: Agent, *, now=None) -> int:
+def agent_health(agent: Agent, *, now=None, work: tuple[int, int] = (0, 0)) -> int:
     return health_score(
         status=agent.status,
         last_heartbeat_at=agent.last_heartbeat_at,
         last_latency_ms=agent.last_latency_ms,
         now=now or timezone.now(),
+        finished_attempts=work[0],
+        succeeded_attempts=work[1],
     )
 
 
 def agents_with_health(agents) -> list[Agent]:
-    """Attach `health_score` to each agent, computed against one `now`."""
+    """Attach `health_score` (and `work`: finished, succeeded attempts in 24 h) to each
+    agent, computed against one `now` with one query for the attempts."""
+    from apps.workflows.selectors import agent_work_stats
+
     now = timezone.now()
     agents = list(agents)
+    stats = agent_work_stats(agent_ids=[a.pk for a in agents]) if agents else {}
     for agent in agents:
-        agent.health_score = agent_health(agent, now=now)
+        agent.work = stats.get(str(agent.pk), (0, 0))
+        agent.health_score = agent_health(agent, now=now, work=agent.work)
     return agents
 
 

@@ -1,6 +1,10 @@
 """Reads of the task layer."""
 
+from datetime import timedelta
+
+from django.db import connection
 from django.db.models import QuerySet
+from django.utils import timezone
 
 from apps.core.errors import ApplicationError
 from apps.workflows.choices import TaskState
@@ -34,3 +38,19 @@ def task_get(*, task_id) -> Task | None:
 
 def task_attempts(*, task_id) -> list[TaskAttempt]:
     return list(TaskAttempt.objects.filter(task_id=task_id).select_related("agent").order_by("number"))
+
+
+def agent_work_stats(*, agent_ids, hours: int = 24) -> dict[str, tuple[int, int]]:
+    """(finished, succeeded) attempts per agent over the last `hours` (cancelled ones do
+    not count: an operator's decision says nothing about the agent)."""
+    ids = [str(i) for i in agent_ids]
+    if not ids:
+        return {}
+    with connection.cursor() as cur:
+        cur.execute(
+            "SELECT agent_id::text, count(*), count(*) FILTER (WHERE outcome = 'succeeded') FROM workflows_taskattempt "
+            "WHERE agent_id = ANY(%s::uuid[]) AND ended_at >= %s AND outcome NOT IN ('running', 'cancelled') "
+            "GROUP BY agent_id",
+            [ids, timezone.now() - timedelta(hours=hours)],
+        )
+        return {row[0]: (row[1], row[2]) for row in cur.fetchall()}

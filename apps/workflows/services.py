@@ -17,7 +17,8 @@ from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from apps.core.errors import ApplicationError, Conflict, NotFound
-from apps.workflows import routing
+from apps.workflows import breaker, routing
+from apps.workflows.breaker import LATEST_SQL
 from apps.workflows.choices import ACTIVE_STATES, FINAL_STATES, AttemptOutcome, ErrorType, Runner, TaskState
 from apps.workflows.models import Task, TaskAttempt
 from apps.workflows.skills import skill_get
@@ -108,8 +109,14 @@ def _notify_queued():
 
 _CLAIM_SQL = """
 WITH me AS (
-    SELECT id, capabilities, readings, host FROM agents_agent
-    WHERE id = %(agent)s AND status = 'online' AND state <> 'draining'
+    -- The agent, if it may take work now: online, not draining, breaker not open
+    -- (breaker.py); a half-open breaker lets one trial task through at a time.
+    SELECT a.id, a.capabilities, a.readings, a.host, (b.n = %(breaker_n)s AND b.failures = b.n) AS tripped
+    FROM agents_agent a LEFT JOIN LATERAL (""" + LATEST_SQL + """) b ON true
+    WHERE a.id = %(agent)s AND a.status = 'online' AND a.state <> 'draining'
+      AND NOT (b.n = %(breaker_n)s AND b.failures = b.n AND (
+            b.last_end > %(now)s - make_interval(secs => %(breaker_cooldown)s)
+            OR EXISTS (SELECT 1 FROM workflows_taskattempt x WHERE x.agent_id = a.id AND x.outcome = 'running')))
 ), picked AS (
     SELECT t.id FROM workflows_task t, me
     WHERE t.state = 'queued' AND t.runner = 'agent'
@@ -120,7 +127,7 @@ WITH me AS (
             WHERE COALESCE((g->>'memory_total_bytes')::bigint - COALESCE((g->>'memory_used_bytes')::bigint, 0), 0)
                   >= COALESCE(t.vram_mb, 0)::bigint * 1048576))
     ORDER BY t.priority DESC, t.id
-    LIMIT %(limit)s
+    LIMIT (SELECT CASE WHEN tripped THEN 1 ELSE %(limit)s END FROM me)
     FOR UPDATE OF t SKIP LOCKED
 ), leased AS (
     UPDATE workflows_task t SET
@@ -155,12 +162,13 @@ class Claimed:
 def tasks_claim(*, agent, limit: int = 1) -> list[Claimed]:
     """Lease up to `limit` queued tasks this agent can run (capabilities, GPU memory).
 
-    Nothing for an agent that is not online, is draining, or is isolated. Each claimed
+    Nothing for an agent that is not online, is draining, is isolated or whose circuit
+    breaker is open (one task at a time while it is half-open). Each claimed
     task gets a running attempt; the agent must renew the lease before it expires.
     """
     limit = max(1, min(limit, MAX_CLAIM))
     with transaction.atomic(), connection.cursor() as cur:
-        cur.execute(_CLAIM_SQL, {"agent": agent.pk, "now": timezone.now(), "limit": limit})
+        cur.execute(_CLAIM_SQL, {"agent": agent.pk, "now": timezone.now(), "limit": limit, **breaker.params()})
         rows = cur.fetchall()
     claimed = [
         Claimed(id=r[0], kind=r[1], payload=_json(r[2]), lease_expires_at=r[4], attempt_timeout_s=r[5],

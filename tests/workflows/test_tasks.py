@@ -250,3 +250,66 @@ def test_bad_task_input_is_refused_and_nothing_is_written(operator_api, body, fi
     assert r.status_code == 400
     assert field in r.json()["error"]["fields"]
     assert Task.objects.count() == 0
+
+
+def test_the_circuit_breaker_opens_after_failures_in_a_row_then_allows_one_trial(worker, settings):
+    from apps.workflows.breaker import breaker_reset, breaker_states
+
+    settings.PULSEGUARD_BREAKER_FAILURES = 3
+    settings.PULSEGUARD_BREAKER_COOLDOWN = 60
+    agent, _ = worker
+    for _ in range(3):
+        task = _task(max_attempts=1)
+        services.tasks_claim(agent=agent)
+        services.task_fail(agent=agent, task_id=task.pk, error_type="connection")
+    state = breaker_states(agent_ids=[agent.pk])[str(agent.pk)]
+    assert (state.state, state.failures_in_a_row) == ("open", 3)
+    queued = [_task(), _task()]
+    assert services.tasks_claim(agent=agent, limit=5) == []  # open: no work
+    with time_machine.travel(timezone.now() + timedelta(seconds=61)):
+        assert breaker_states(agent_ids=[agent.pk])[str(agent.pk)].state == "half_open"
+        trial = services.tasks_claim(agent=agent, limit=5)
+        assert [c.id for c in trial] == [queued[0].pk]  # one trial only
+        assert services.tasks_claim(agent=agent, limit=5) == []  # while it runs
+        services.task_complete(agent=agent, task_id=trial[0].id)
+        assert breaker_states(agent_ids=[agent.pk])[str(agent.pk)].state == "closed"
+        assert [c.id for c in services.tasks_claim(agent=agent, limit=5)] == [queued[1].pk]
+
+
+def test_an_operator_can_reset_a_breaker(worker, settings):
+    from apps.workflows.breaker import breaker_reset, breaker_states
+
+    settings.PULSEGUARD_BREAKER_FAILURES = 2
+    agent, _ = worker
+    for _ in range(2):
+        task = _task(max_attempts=1)
+        services.tasks_claim(agent=agent)
+        services.task_fail(agent=agent, task_id=task.pk)
+    assert breaker_states(agent_ids=[agent.pk])[str(agent.pk)].state == "open"
+    assert breaker_reset() == 1
+    assert breaker_states(agent_ids=[agent.pk])[str(agent.pk)].state == "closed"
+    assert breaker_reset() == 0
+    _task()
+    assert len(services.tasks_claim(agent=agent)) == 1
+
+
+def test_health_follows_task_success(worker, settings):
+    from apps.agents.selectors import agents_with_health
+
+    settings.PULSEGUARD_BREAKER_FAILURES = 50  # this test is about the score, not the breaker
+    agent, token = worker
+    from apps.agents import services as agent_services
+
+    agent_services.agent_heartbeat_record(agent_id=agent.pk, token=token, state="idle", latency_ms=50)
+    fresh = agents_with_health([Agent.objects.get(pk=agent.pk)])[0]
+    assert fresh.health_score == 100
+    for i in range(10):
+        task = _task(max_attempts=1)
+        services.tasks_claim(agent=agent)
+        if i < 4:
+            services.task_complete(agent=agent, task_id=task.pk)
+        else:
+            services.task_fail(agent=agent, task_id=task.pk)
+    scored = agents_with_health([Agent.objects.get(pk=agent.pk)])[0]
+    assert scored.work == (10, 4)
+    assert scored.health_score == 70
