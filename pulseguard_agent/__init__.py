@@ -1,4 +1,4 @@
-"""PulseGuard agent SDK: register an agent, heartbeat with host and GPU readings, obey commands.
+"""PulseGuard agent SDK: register an agent, heartbeat, obey commands, send host, GPU and LLM telemetry.
 
     from pulseguard_agent import AgentConfig, AgentRunner, Client
 
@@ -6,6 +6,9 @@
     runner = AgentRunner(Client(config.url), config=config)
     runner.install_signal_handlers()
     runner.run()  # until SIGTERM / SIGINT, then goodbye
+
+    # anywhere in the process, e.g. after each model call:
+    pulseguard_agent.record_llm_call("openai", "gpt-4o", tokens_in=1200, tokens_out=310, latency_ms=1830)
 
 Depends on the standard library and psutil; pynvml (nvidia-ml-py) is used when present.
 Never imports Django: it runs on agent hosts, not on the server.
@@ -15,13 +18,17 @@ import logging
 
 from pulseguard_agent._version import __version__
 from pulseguard_agent.backoff import Backoff
+from pulseguard_agent.buffer import TelemetryBuffer, default_buffer, record_llm_call, record_metric
 from pulseguard_agent.client import Client
-from pulseguard_agent.config import AgentConfig
+from pulseguard_agent.config import AgentConfig, TelemetryConfig
 from pulseguard_agent.errors import AgentRejected, PulseGuardError, ServerUnavailable
-from pulseguard_agent.gpu import gpu_inventory, gpu_readings
-from pulseguard_agent.host import host_inventory, host_readings
+from pulseguard_agent.gpu import gpu_inventory, gpu_readings, gpu_samples
+from pulseguard_agent.host import HostSampler, host_inventory, host_readings
 from pulseguard_agent.runner import AgentRunner
+from pulseguard_agent.sender import TelemetrySender
 from pulseguard_agent.simulator import SimTiming, Simulator
+from pulseguard_agent.spool import Spool
+from pulseguard_agent.telemetry import Telemetry
 
 # A library leaves handler configuration to the application.
 logging.getLogger("pulseguard_agent").addHandler(logging.NullHandler())
@@ -32,13 +39,23 @@ __all__ = [
     "AgentRunner",
     "Backoff",
     "Client",
+    "HostSampler",
     "PulseGuardError",
     "ServerUnavailable",
     "SimTiming",
     "Simulator",
+    "Spool",
+    "Telemetry",
+    "TelemetryBuffer",
+    "TelemetryConfig",
+    "TelemetrySender",
     "__version__",
+    "default_buffer",
     "gpu_inventory",
     "gpu_readings",
+    "gpu_samples",
     "host_inventory",
     "host_readings",
+    "record_llm_call",
+    "record_metric",
 ]

@@ -14,12 +14,14 @@ import logging
 import os
 import signal
 import sys
+import time
 
 from pulseguard_agent._version import __version__
 from pulseguard_agent.client import Client
-from pulseguard_agent.config import AgentConfig, parse_labels
+from pulseguard_agent.config import AgentConfig, TelemetryConfig, parse_labels, parse_size
 from pulseguard_agent.errors import AgentRejected, PulseGuardError
-from pulseguard_agent.host import host_inventory, host_readings
+from pulseguard_agent.gpu import gpu_samples
+from pulseguard_agent.host import HostSampler, host_inventory, host_readings
 from pulseguard_agent.runner import AgentRunner
 from pulseguard_agent.simulator import Simulator
 
@@ -59,6 +61,17 @@ def build_parser() -> argparse.ArgumentParser:
                      help="take over an agent already registered under this name")
     run.add_argument("--on-restart", choices=["log", "exit"], default="log",
                      help="on a restart command: only log it, or exit with code 75 for a supervisor to restart")
+    telemetry = run.add_argument_group("telemetry")
+    telemetry.add_argument("--no-telemetry", dest="telemetry", action="store_false", default=None,
+                           help="heartbeats only: no host/GPU/LLM samples [PULSEGUARD_TELEMETRY=false]")
+    telemetry.add_argument("--metrics-interval", type=float, default=None,
+                           help="seconds between host/GPU samples (default 10) [PULSEGUARD_METRICS_INTERVAL]")
+    telemetry.add_argument("--flush-interval", type=float, default=None,
+                           help="seconds between batches (default 10) [PULSEGUARD_FLUSH_INTERVAL]")
+    telemetry.add_argument("--spool-dir", default=None,
+                           help="where batches wait while the server is unreachable [PULSEGUARD_SPOOL_DIR]")
+    telemetry.add_argument("--spool-max-bytes", default=None,
+                           help="spool bound, e.g. 64MiB (default); 0 turns the spool off [PULSEGUARD_SPOOL_MAX_BYTES]")
     run.set_defaults(func=_run)
 
     sim = commands.add_parser("simulate", parents=[common, server], help="run a fleet of simulated agents")
@@ -69,6 +82,11 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--duration", type=float, default=None, help="seconds to run (default: until Ctrl-C)")
     sim.add_argument("--seed", type=int, default=None, help="same seed, same fleet")
     sim.add_argument("--workers", type=int, default=None, help="threads sending requests (default min(agents, 16))")
+    sim.add_argument("--metrics-interval", type=float, default=10.0,
+                     help="seconds between simulated host/GPU samples (default 10)")
+    sim.add_argument("--no-telemetry", dest="telemetry", action="store_false", default=True,
+                     help="heartbeats only: no host/GPU/LLM samples")
+    sim.add_argument("--spool-dir", default=None, help="spool each agent's unsent batches here (default: none)")
     sim.set_defaults(func=_simulate)
 
     inventory = commands.add_parser("inventory", parents=[common], help="print what this machine would report")
@@ -97,10 +115,16 @@ def _run(args: argparse.Namespace) -> int:
     try:
         if problem:
             raise ValueError(problem)
+        spool_max = parse_size(args.spool_max_bytes, "--spool-max-bytes") if args.spool_max_bytes else None
+        telemetry = TelemetryConfig.from_env(
+            enabled=args.telemetry, metrics_interval_s=args.metrics_interval, flush_interval_s=args.flush_interval,
+            spool_dir=args.spool_dir, spool_max_bytes=spool_max,
+        )
         config = AgentConfig.from_env(
             url=args.url, enrollment_key=args.enrollment_key, name=args.name, kind=args.kind,
             capabilities=args.capability or None, labels=parse_labels(args.label) if args.label else None,
             model=args.model, provider=args.provider, version=args.agent_version, replace=args.replace,
+            telemetry=telemetry,
         )
         client = Client(config.url, timeout=args.timeout)
     except ValueError as exc:
@@ -138,7 +162,8 @@ def _simulate(args: argparse.Namespace) -> int:
         sim = Simulator(
             args.url, args.enrollment_key, agents=args.agents, prefix=args.prefix, fail_rate=args.fail_rate,
             silent_rate=args.silent_rate, interval=args.interval, seed=args.seed, workers=args.workers,
-            timeout=args.timeout,
+            timeout=args.timeout, telemetry=args.telemetry, metrics_interval=args.metrics_interval,
+            spool_dir=args.spool_dir,
         )
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -158,5 +183,9 @@ def _simulate(args: argparse.Namespace) -> int:
 
 
 def _inventory(args: argparse.Namespace) -> int:
-    print(json.dumps({"host": host_inventory(), "readings": host_readings()}, indent=2))
+    sampler = HostSampler()
+    sampler.sample()
+    time.sleep(0.25)  # a short window, so the rates have something to measure
+    report = {"host": host_inventory(), "readings": host_readings(), "telemetry": [sampler.sample(), *gpu_samples()]}
+    print(json.dumps(report, indent=2))
     return 0

@@ -1,7 +1,9 @@
-"""HTTP client for the PulseGuard agent API (register, heartbeat, ack, goodbye).
+"""HTTP client for the PulseGuard agent API (register, heartbeat, ack, goodbye, metrics).
 
-One persistent connection per `Client` (see transport.py); retries with backoff for
-transient failures live here, where the meaning of each status code is known.
+Two persistent connections per `Client` (see transport.py): one for the control path
+(register, heartbeat, acks) and one for telemetry, so a large batch upload never holds
+up a heartbeat. Retries with backoff for transient failures live here, where the
+meaning of each status code is known.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from urllib.parse import quote, urlsplit
 from pulseguard_agent._version import __version__
 from pulseguard_agent.backoff import Backoff
 from pulseguard_agent.errors import PulseGuardError, ServerUnavailable
+from pulseguard_agent.samples import chunks, encode_batch, prepare
 from pulseguard_agent.transport import Connection
 
 log = logging.getLogger(__name__)
@@ -68,6 +71,7 @@ class Client:
         self.last_latency_ms: float | None = None
         self._prefix = parts.path.rstrip("/")
         self._connection = Connection(parts.scheme, parts.hostname, parts.port, timeout, ssl_context)
+        self._metrics_connection = Connection(parts.scheme, parts.hostname, parts.port, timeout, ssl_context)
 
     # --- the API ---------------------------------------------------------------------
 
@@ -150,9 +154,35 @@ class Client:
         """Tell the server this agent is shutting down on purpose (offline, not an alarm)."""
         self._request("POST", self._agent_path("goodbye"), None, bearer=self._token(), attempts=attempts)
 
+    def send_metrics(self, samples: Iterable[Mapping[str, Any]], *, attempts: int | None = None) -> dict:
+        """Send telemetry samples (docs/telemetry.md), gzip-compressed, in batches of at most 5,000.
+
+        Returns `{"accepted": n, "by_kind": {...}}` summed over the batches. Batches go in
+        order and the first one refused raises: the batches before it were stored, and the
+        server stores nothing of a refused batch, so resending from the failed one is safe.
+        Raises ValueError (before sending anything) for a sample that is not one. To have
+        samples buffered, spooled while the server is down and replayed, use
+        `TelemetrySender` (what `AgentRunner` does).
+        """
+        prepared = [prepare(sample) for sample in samples]
+        total: dict[str, Any] = {"accepted": 0, "by_kind": {}}
+        for batch in chunks(prepared):
+            data = self.send_metrics_payload(encode_batch(batch), attempts=attempts)
+            total["accepted"] += int(data.get("accepted") or 0)
+            for kind, n in (data.get("by_kind") or {}).items():
+                total["by_kind"][kind] = total["by_kind"].get(kind, 0) + n
+        return total
+
+    def send_metrics_payload(self, payload: bytes, *, attempts: int | None = None) -> dict:
+        """POST one encoded batch (`samples.encode_batch`: gzip-compressed JSON); returns the answer."""
+        data, _ = self._request("POST", self._agent_path("metrics"), payload, bearer=self._token(), attempts=attempts,
+                                content_encoding="gzip", connection=self._metrics_connection)
+        return data
+
     def close(self) -> None:
-        """Close the connection; the next request opens a new one."""
+        """Close the connections; the next request opens a new one."""
         self._connection.close()
+        self._metrics_connection.close()
 
     def __enter__(self) -> Client:
         return self
@@ -174,18 +204,29 @@ class Client:
         return f"/api/v1/agents/{quote(str(self.agent_id), safe='')}/{tail}"
 
     def _request(
-        self, method: str, path: str, body: Mapping[str, Any] | None, *, bearer: str, attempts: int | None
+        self, method: str, path: str, body: Mapping[str, Any] | bytes | None, *, bearer: str, attempts: int | None,
+        content_encoding: str | None = None, connection: Connection | None = None,
     ) -> tuple[dict, float]:
-        """Send with retries; returns (parsed JSON body, seconds the successful round trip took)."""
+        """Send with retries; returns (parsed JSON body, seconds the successful round trip took).
+
+        `body` is a mapping to send as JSON, or JSON already encoded (and compressed with
+        `content_encoding`).
+        """
         attempts = attempts or self.max_attempts
-        payload = None if body is None else json.dumps(body, separators=(",", ":"), allow_nan=False).encode()
+        connection = connection or self._connection
+        if body is None or isinstance(body, bytes):
+            payload = body
+        else:
+            payload = json.dumps(body, separators=(",", ":"), allow_nan=False).encode()
         headers = {"Authorization": f"Bearer {bearer}", "Accept": "application/json", "User-Agent": USER_AGENT}
         if payload is not None:
             headers["Content-Type"] = "application/json"
+        if content_encoding:
+            headers["Content-Encoding"] = content_encoding
         for attempt in range(1, attempts + 1):
             retry_after = None
             try:
-                status, response_headers, raw, elapsed = self._connection.send(method, self._prefix + path, payload, headers)
+                status, response_headers, raw, elapsed = connection.send(method, self._prefix + path, payload, headers)
             except (OSError, http.client.HTTPException) as exc:
                 error: PulseGuardError = ServerUnavailable(f"Cannot reach {self.url}: {type(exc).__name__}: {exc}")
             else:
@@ -214,19 +255,21 @@ def _parse_body(raw: bytes) -> dict:
 
 
 def _error_from_response(status: int, raw: bytes) -> PulseGuardError:
-    code, message, fields = f"http_{status}", f"HTTP {status}", {}
+    code, message, fields, samples = f"http_{status}", f"HTTP {status}", {}, []
     try:
         error = json.loads(raw).get("error") or {}
         code = error.get("code") or code
         message = error.get("message") or message
         fields = error.get("fields") or {}
+        # docs/telemetry.md puts the bad samples in error.samples; accept them under fields too.
+        samples = error.get("samples") or (fields.get("samples") if isinstance(fields, dict) else None) or []
     except (ValueError, AttributeError):
         # A proxy's HTML error page, say: keep a little of it for the log.
         text = " ".join(raw[:300].decode("utf-8", "replace").split())[:200]
         message = f"{message}: {text}" if text else message
     if status == 429 or status >= 500:
         return ServerUnavailable(message, status=status, code=code)
-    return PulseGuardError(status, code, message, fields)
+    return PulseGuardError(status, code, message, fields, samples if isinstance(samples, list) else [])
 
 
 def _retry_after(value: str | None) -> float | None:

@@ -13,15 +13,18 @@ class PulseGuardError(Exception):
     """The server refused a request (a 4xx other than 429), or the base of all SDK errors.
 
     `status` is the HTTP status (None when no response came back), `code` the stable
-    error code from the server's `{"error": {...}}` body, `fields` the bad inputs it named.
+    error code from the server's `{"error": {...}}` body, `fields` the bad inputs it named,
+    `samples` the bad telemetry samples of a refused batch (`[{"index", "field", "reason"}]`).
     """
 
-    def __init__(self, status: int | None, code: str, message: str, fields: dict | None = None):
+    def __init__(self, status: int | None, code: str, message: str, fields: dict | None = None,
+                 samples: list | None = None):
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
         self.fields = fields or {}
+        self.samples = samples or []
 
     def __str__(self) -> str:
         where = f"HTTP {self.status}" if self.status is not None else "no response"

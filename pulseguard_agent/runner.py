@@ -2,7 +2,8 @@
 
 Commands arrive in heartbeat responses (agents never need an inbound port) and are
 delivered once, so every command is acknowledged, and an acknowledgement that could not
-be sent is kept and sent again with the next heartbeat.
+be sent is kept and sent again with the next heartbeat. Telemetry (host, GPU and LLM
+samples) runs beside the loop on its own schedule (telemetry.py).
 """
 
 from __future__ import annotations
@@ -15,10 +16,12 @@ from collections.abc import Callable
 from typing import Any
 
 from pulseguard_agent.backoff import Backoff
+from pulseguard_agent.buffer import TelemetryBuffer, default_buffer
 from pulseguard_agent.client import Client
-from pulseguard_agent.config import AgentConfig
+from pulseguard_agent.config import AgentConfig, TelemetryConfig
 from pulseguard_agent.errors import AgentRejected, PulseGuardError, ServerUnavailable
 from pulseguard_agent.host import finite_readings, host_readings
+from pulseguard_agent.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +39,8 @@ _REJECTED_HINT = {
 
 class AgentRunner:
     """Heartbeats every `heartbeat_interval_s` (the server's value unless `interval_s` is
-    given), sends `readings()` with each beat, and runs commands through handlers.
+    given), sends `readings()` with each beat when telemetry is off (with telemetry on,
+    readings travel in the telemetry batches instead), and runs commands through handlers.
 
     Default handlers: drain -> state "draining"; isolate / release -> `isolated` flag;
     config -> args merged into `remote_config`; restart -> acknowledged, then
@@ -44,6 +48,10 @@ class AgentRunner:
     returns an optional message; raising marks the command failed with the error text.
     While the server is unreachable the loop backs off (exponential, jittered). `stop()`
     or SIGTERM/SIGINT (after `install_signal_handlers()`) ends it with a goodbye.
+
+    `telemetry=True` (the default) makes `run()` send host and GPU samples, and the LLM
+    calls recorded with `record_llm_call()`, as `config.telemetry` says (else
+    PULSEGUARD_* variables); pass a `Telemetry` to choose yourself, or False for none.
     """
 
     def __init__(
@@ -57,6 +65,7 @@ class AgentRunner:
         on_restart: Callable[[dict], None] | None = None,
         interval_s: float | None = None,
         backoff: Backoff | None = None,
+        telemetry: Telemetry | bool = True,
     ):
         self.client = client
         self.config = config
@@ -81,6 +90,10 @@ class AgentRunner:
         self._stop = threading.Event()
         self._reachable = True
         self._restart_command: dict | None = None
+        self.telemetry: Telemetry | None = telemetry if isinstance(telemetry, Telemetry) else None
+        self._build_telemetry = telemetry is True
+        self._telemetry_started = False
+        self._error_lock = threading.Lock()
 
     # --- state -----------------------------------------------------------------------
 
@@ -111,6 +124,19 @@ class AgentRunner:
         """Run `handler(command)` for commands of this type (replaces the default)."""
         self._handlers[command_type] = handler
 
+    @property
+    def buffer(self) -> TelemetryBuffer:
+        """Where this agent's samples wait to be sent (the process-wide buffer unless a Telemetry says otherwise)."""
+        return self.telemetry.buffer if self.telemetry is not None else default_buffer()
+
+    def record_llm_call(self, provider: str, model: str, *args: Any, **fields: Any) -> dict:
+        """Record one LLM call; sent with the next telemetry batch. Arguments as `pulseguard_agent.record_llm_call`."""
+        return self.buffer.record_llm_call(provider, model, *args, **fields)
+
+    def record_metric(self, name: str, value: float, **fields: Any) -> dict:
+        """Record one custom gauge (or counter: type="counter") reading, sent with the telemetry."""
+        return self.buffer.record_metric(name, value, **fields)
+
     # --- the loop --------------------------------------------------------------------
 
     def run(self) -> None:
@@ -121,6 +147,7 @@ class AgentRunner:
         """
         if not self.client.registered and not self._register():
             return
+        self._start_telemetry()
         failures = 0
         try:
             while not self._stop.is_set():
@@ -135,17 +162,21 @@ class AgentRunner:
                     log.warning("Heartbeat failed (%s); next try in %.1fs", exc, delay)
                 except PulseGuardError as exc:
                     if exc.status in (401, 403, 404):
-                        hint = _REJECTED_HINT.get(exc.code, "The server no longer accepts this agent.")
-                        self.error = AgentRejected(exc, hint)
-                        log.error("Stopping: the server rejected this agent: %s", self.error)
-                        raise self.error from exc
+                        error = self._rejected(exc)
+                        log.error("Stopping: the server rejected this agent: %s", error)
+                        raise error from exc
                     # Our payload was refused (400): keep beating, the next one may be fine.
                     log.error("Heartbeat refused: %s", exc)
                     delay = self.heartbeat_interval_s
                 self._stop.wait(delay)
         finally:
+            if self._telemetry_started:
+                self._telemetry_started = False
+                self.telemetry.stop(send=self.error is None)  # type: ignore[union-attr]
             if self.error is None:
                 self._say_goodbye()
+        if self.error is not None:  # rejected while sending telemetry
+            raise self.error
 
     def run_once(self) -> dict:
         """One heartbeat with readings; carries out and acknowledges the commands it returns."""
@@ -213,8 +244,33 @@ class AgentRunner:
             return True
         return False
 
+    def _start_telemetry(self) -> None:
+        if self.telemetry is None and self._build_telemetry:
+            settings = self.config.telemetry if self.config is not None else TelemetryConfig.from_env()
+            if settings.enabled:
+                agent = self.config.name if self.config is not None else str(self.client.agent_id)
+                self.telemetry = Telemetry.from_config(self.client, settings, agent=agent)
+        if self.telemetry is not None and not self.telemetry.running:
+            self.telemetry.start(on_rejected=self._telemetry_rejected)
+            self._telemetry_started = True
+
+    def _telemetry_rejected(self, exc: PulseGuardError) -> None:
+        self._rejected(exc)
+        self.stop()
+
+    def _rejected(self, exc: PulseGuardError) -> AgentRejected:
+        """Record why the server rejected this agent; the first reason stands (heartbeat and telemetry may race)."""
+        with self._error_lock:
+            if self.error is None:
+                hint = _REJECTED_HINT.get(exc.code, "The server no longer accepts this agent.")
+                self.error = AgentRejected(exc, hint)
+            return self.error
+
     def _collect_readings(self) -> dict | None:
-        if self._readings is None:
+        # With telemetry on, host and GPU readings travel in the telemetry batches (which
+        # also refresh the agent's row on the server); sending them in heartbeats too
+        # would store every reading twice.
+        if self._readings is None or self.telemetry is not None or self._build_telemetry:
             return None
         try:
             readings = self._readings()

@@ -3,6 +3,10 @@
 Misbehaviour is what the server has to notice: a silent agent simply stops
 heartbeating (late, then stale), a flaky one misses beats and sometimes crashes without
 a goodbye and re-registers later with a new token, a restarted one re-registers too.
+
+Telemetry goes the way a real agent's does: samples into a TelemetryBuffer, batches
+through a TelemetrySender (and a spool, if the simulator has one). Host and GPU samples
+are taken on the metrics grid, LLM calls cover the time since the previous round.
 """
 
 from __future__ import annotations
@@ -10,13 +14,20 @@ from __future__ import annotations
 import logging
 import math
 import random
+import time
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pulseguard_agent.backoff import Backoff
+from pulseguard_agent.buffer import TelemetryBuffer
 from pulseguard_agent.client import Client
 from pulseguard_agent.errors import PulseGuardError, ServerUnavailable
 from pulseguard_agent.runner import AgentRunner
-from pulseguard_agent.sim_fleet import FakeHost, SimProfile
+from pulseguard_agent.sim_fleet import SimProfile
+from pulseguard_agent.sim_host import FakeHost
+from pulseguard_agent.sim_llm import FakeLLM
+from pulseguard_agent.spool import Spool
+from pulseguard_agent.telemetry import Telemetry
 
 if TYPE_CHECKING:
     from pulseguard_agent.simulator import Simulator
@@ -37,10 +48,18 @@ class SimAgent:
         self.rng = random.Random(profile.seed)
         self.client = Client(sim.url, timeout=sim.timeout, max_attempts=2, rng=self.rng)
         self.host = FakeHost(profile, self.rng)
+        # Its own stream of draws: the calls do not depend on how many heartbeats happened.
+        self.llm = FakeLLM(profile, random.Random(profile.seed ^ 0x11A))
         self._retry = Backoff(base=1.0, cap=60.0, rng=self.rng)
+        self.telemetry: Telemetry | None = None
+        if sim.telemetry:
+            spool = Spool(Path(sim.spool_dir) / profile.name) if sim.spool_dir else None
+            self.telemetry = Telemetry(self.client, buffer=TelemetryBuffer(max_samples=50_000), spool=spool,
+                                       collect=self._samples, metrics_interval_s=sim.metrics_interval,
+                                       flush_interval_s=sim.flush_interval)
         self.runner = AgentRunner(
             self.client, readings=self._readings, on_restart=self._on_restart, interval_s=sim.interval,
-            backoff=self._retry,
+            backoff=self._retry, telemetry=self.telemetry or False,
         )
         self.status = "starting"
         self.error: PulseGuardError | None = None
@@ -49,6 +68,8 @@ class SimAgent:
         self._failures = 0
         self._next_silence_at = math.inf
         self._next_crash_at = math.inf
+        self._next_flush_at = 0.0
+        self._sampled_at: float | None = None  # wall time of the last telemetry round
 
     def step(self, now: float) -> float | None:
         """Register, misbehave, or heartbeat once; None means this agent is done for good."""
@@ -63,17 +84,20 @@ class SimAgent:
             self._needs_register = True
             self._next_crash_at = math.inf
             self.client.token = None  # a crashed process forgets its token
+            self._forget_telemetry()  # and what it had not sent yet
             return self._pause("crashed", self.rng.uniform(*timing.crash_downtime_s), "crashes (no goodbye)")
         if self.profile.flaky and self.rng.random() < timing.stall_probability:
             missed = self.rng.randint(1, 3)
             return self._pause("stalled", (missed + 1) * self.runner.heartbeat_interval_s, f"misses {missed} beats")
-        return self._heartbeat()
+        return self._heartbeat(now)
 
     def goodbye(self) -> bool:
-        """Clean shutdown: goodbye if registered and alive; True if the server heard it."""
+        """Clean shutdown: last telemetry and goodbye if registered and alive; True if the server heard it."""
         try:
             if not self.client.registered or self.status in ("crashed", "gave_up"):
                 return False
+            if self.telemetry is not None:
+                self._flush()
             self.client.goodbye(attempts=1)
             self.sim.stats.add("goodbyes")
             return True
@@ -112,7 +136,7 @@ class SimAgent:
         # First heartbeat soon, but not all agents at the same instant.
         return self.rng.uniform(0.05, min(1.0, self.runner.heartbeat_interval_s))
 
-    def _heartbeat(self) -> float:
+    def _heartbeat(self, now: float) -> float:
         self.status = "active"
         self._pick_work()
         try:
@@ -134,6 +158,13 @@ class SimAgent:
         if response.get("commands"):
             self.sim.stats.add("commands", len(response["commands"]))
         self.sim.stats.latency(self.client.last_latency_ms)
+        if self.telemetry is not None:
+            try:
+                self._telemetry(now)
+            except PulseGuardError as exc:
+                log.warning("%s: telemetry rejected (%s); registering again", self.profile.name, exc)
+                self._needs_register = True
+                return self.rng.uniform(1.0, 5.0)
         if self._restart_pending:
             self._restart_pending = False
             self._needs_register = True
@@ -157,6 +188,50 @@ class SimAgent:
 
     def _readings(self) -> dict:
         return self.host.readings(self.runner.state, self.runner.isolated)
+
+    def _telemetry(self, now: float) -> None:
+        """Take the telemetry rounds that are due, and send a batch when the flush interval has passed."""
+        assert self.telemetry is not None
+        self.telemetry.collect_once()
+        if now >= self._next_flush_at or len(self.telemetry.buffer) >= self.telemetry.buffer.flush_at:
+            self._next_flush_at = now + self.sim.flush_interval
+            self._flush()
+
+    def _flush(self) -> None:
+        assert self.telemetry is not None
+        sender = self.telemetry.sender
+        before = dict(sender.stats)
+        try:
+            self.telemetry.flush()
+        finally:
+            for key, value in sender.stats.items():
+                if value != before.get(key, 0):
+                    self.sim.stats.add(f"telemetry_{key}", value - before.get(key, 0))
+
+    def _samples(self) -> list[dict]:
+        """Host and GPU samples for each metrics interval since the last round, and the LLM calls between."""
+        interval = self.sim.metrics_interval
+        wall = time.time()
+        if self._sampled_at is None:
+            self._sampled_at = wall - interval
+        # After a silence a real agent's samples would be missing too: at most a few rounds are caught up.
+        rounds = min(int((wall - self._sampled_at) / interval), 3)
+        if rounds < 1:
+            return []
+        start = max(self._sampled_at, wall - rounds * interval)
+        state, isolated = self.runner.state, self.runner.isolated
+        samples: list[dict] = []
+        for k in range(1, rounds + 1):
+            ts = round(start + k * interval, 3)
+            samples.extend(self.host.samples(state, isolated, ts, interval))
+            samples.extend(self.llm.calls(state, isolated, ts, interval))
+        self._sampled_at = start + rounds * interval
+        return samples
+
+    def _forget_telemetry(self) -> None:
+        if self.telemetry is not None:
+            self.telemetry.buffer.take()
+        self._sampled_at = None
 
     def _on_restart(self, command: dict) -> None:
         # The ack is already sent; the restart itself happens after this heartbeat returns.

@@ -1,15 +1,15 @@
-"""Believable fake agents for the simulator: who they are and what their hosts report.
+"""Believable fake agents for the simulator: who they are and what they run on.
 
 Profiles are drawn from one seeded `random.Random`, so the same seed gives the same
-fleet (names, roles, hosts, which agents misbehave). Readings are smooth random walks
-that follow the agent's state, so charts look like a fleet rather than noise.
+fleet (names, roles, hosts, which agents misbehave). What their hosts report is in
+sim_host.py, the LLM calls they make in sim_llm.py.
 """
 
 from __future__ import annotations
 
 import random
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from pulseguard_agent._version import __version__
 
@@ -19,19 +19,21 @@ MIB = 1024**2
 
 @dataclass(frozen=True)
 class GpuModel:
-    """One kind of GPU: NVML's name for it, its memory and its power envelope."""
+    """One kind of GPU: NVML's name for it, its memory, its power envelope and clocks (MHz)."""
 
     name: str
     short: str
     memory_bytes: int
     idle_w: float
     max_w: float
+    sm_boost_mhz: int = 1980
+    mem_clock_mhz: int = 2619
 
 
-H100 = GpuModel("NVIDIA H100 80GB HBM3", "h100", 81559 * MIB, 70.0, 700.0)
-A100 = GpuModel("NVIDIA A100-SXM4-80GB", "a100", 81920 * MIB, 55.0, 400.0)
-L4 = GpuModel("NVIDIA L4", "l4", 23034 * MIB, 16.0, 72.0)
-A10G = GpuModel("NVIDIA A10G", "a10g", 23028 * MIB, 25.0, 300.0)
+H100 = GpuModel("NVIDIA H100 80GB HBM3", "h100", 81559 * MIB, 70.0, 700.0, 1980, 2619)
+A100 = GpuModel("NVIDIA A100-SXM4-80GB", "a100", 81920 * MIB, 55.0, 400.0, 1410, 1593)
+L4 = GpuModel("NVIDIA L4", "l4", 23034 * MIB, 16.0, 72.0, 2040, 6251)
+A10G = GpuModel("NVIDIA A10G", "a10g", 23028 * MIB, 25.0, 300.0, 1710, 6251)
 
 
 @dataclass(frozen=True)
@@ -150,59 +152,3 @@ def _profile(i: int, prefix: str, role: Role, rng: random.Random, *, silent_pron
         labels=labels, model=model, provider=provider, host=host, gpus=gpus, seed=rng.getrandbits(64),
         silent_prone=silent_prone, flaky=flaky,
     )
-
-
-@dataclass
-class FakeHost:
-    """Readings for one simulated host: each figure drifts toward a target set by the state."""
-
-    profile: SimProfile
-    rng: random.Random
-    cpu: float = 10.0
-    memory_share: float = 0.3
-    gpu_util: list[float] = field(default_factory=list)
-    gpu_memory_share: list[float] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        self.cpu = self.rng.uniform(3, 20)
-        self.memory_share = self.rng.uniform(0.2, 0.4)
-        self.gpu_util = [self.rng.uniform(0, 10) for _ in self.profile.gpus]
-        self.gpu_memory_share = [self.profile.role.gpu_memory_target * self.rng.uniform(0.8, 1.0) for _ in self.profile.gpus]
-
-    def readings(self, state: str, isolated: bool = False) -> dict:
-        """Next readings for an agent in `state` (isolated agents get no work: near idle)."""
-        busy = state == "busy" and not isolated
-        cpu_target = 70.0 if busy else 30.0 if state == "draining" else 6.0
-        self.cpu = _drift(self.rng, self.cpu, cpu_target, noise=6.0)
-        self.memory_share = _drift(self.rng, self.memory_share, 0.65 if busy else 0.35, noise=0.02, hi=0.97)
-        total = self.profile.host["memory_total_bytes"]
-        cpus = self.profile.host["cpu_count"]
-        readings: dict = {
-            "cpu_percent": round(self.cpu, 1),
-            "load1": round(self.cpu / 100 * cpus * self.rng.uniform(0.8, 1.2), 2),
-            "memory_used_bytes": int(total * self.memory_share),
-            "memory_total_bytes": total,
-        }
-        if self.profile.gpus:
-            readings["gpus"] = [self._gpu(n, g, busy) for n, g in enumerate(self.profile.gpus)]
-        return readings
-
-    def _gpu(self, n: int, gpu: GpuModel, busy: bool) -> dict:
-        self.gpu_util[n] = _drift(self.rng, self.gpu_util[n], 88.0 if busy else 2.0, pull=0.4, noise=5.0)
-        target_memory = self.profile.role.gpu_memory_target * (1.0 if busy else 0.95)
-        self.gpu_memory_share[n] = _drift(self.rng, self.gpu_memory_share[n], target_memory, noise=0.01, hi=0.99)
-        util = self.gpu_util[n]
-        return {
-            "index": n,
-            "utilization_percent": round(util, 1),
-            "memory_used_bytes": int(gpu.memory_bytes * self.gpu_memory_share[n]),
-            "memory_total_bytes": gpu.memory_bytes,
-            "temperature_c": round(min(max(31.0 + 0.45 * util + self.rng.gauss(0, 1.5), 25.0), 95.0), 1),
-            "power_w": round(max(gpu.idle_w + (gpu.max_w - gpu.idle_w) * (util / 100) ** 1.2 + self.rng.gauss(0, 4), 0), 1),
-        }
-
-
-def _drift(rng: random.Random, value: float, target: float, *, pull: float = 0.25, noise: float = 1.0,
-           lo: float = 0.0, hi: float = 100.0) -> float:
-    """One step of a mean-reverting random walk, kept within [lo, hi]."""
-    return min(hi, max(lo, value + pull * (target - value) + rng.gauss(0, noise)))

@@ -1,7 +1,8 @@
 """A fleet of simulated agents talking to a real PulseGuard server through the real SDK.
 
 Each simulated agent is a small state machine whose `step()` does at most one
-registration or one heartbeat and says when it wants to run next. One scheduler thread
+registration or one heartbeat (with the telemetry rounds then due: host, GPU and LLM
+samples through the SDK's buffer and sender) and says when it wants to run next. One scheduler thread
 hands due steps to a small thread pool, so a fleet of hundreds costs a few threads and
 almost no CPU while it waits, and the same class serves `make run` and benchmarks.
 """
@@ -77,6 +78,11 @@ class Simulator:
     crash (then re-register); all of them obey drain, isolate, release, restart and
     config. `interval` overrides the server's heartbeat interval; `seed` makes the
     fleet reproducible. `start()` returns at once; `stop()` says goodbye for every agent.
+
+    With `telemetry` (the default) agents send host and GPU samples every
+    `metrics_interval` seconds and the LLM calls they make, in batches every
+    `flush_interval` (default: the metrics interval); with `spool_dir`, batches the
+    server cannot take wait there (one directory per agent), else they are dropped.
     """
 
     def __init__(
@@ -93,6 +99,10 @@ class Simulator:
         workers: int | None = None,
         timeout: float = 10.0,
         timing: SimTiming | None = None,
+        telemetry: bool = True,
+        metrics_interval: float = 10.0,
+        flush_interval: float | None = None,
+        spool_dir: str | None = None,
     ):
         if agents < 1:
             raise ValueError("agents must be at least 1")
@@ -100,12 +110,18 @@ class Simulator:
             raise ValueError("fail_rate and silent_rate must be between 0 and 1")
         if interval is not None and interval <= 0:
             raise ValueError("interval must be positive")
+        if metrics_interval <= 0 or (flush_interval is not None and flush_interval <= 0):
+            raise ValueError("metrics_interval and flush_interval must be positive")
         Client(url)  # fail now, in the caller, on a malformed URL
         self.url = url
         self.enrollment_key = enrollment_key
         self.interval = interval
         self.timeout = timeout
         self.timing = timing or SimTiming()
+        self.telemetry = telemetry
+        self.metrics_interval = metrics_interval
+        self.flush_interval = flush_interval or metrics_interval
+        self.spool_dir = spool_dir
         self.stats = SimStats()
         self.error: PulseGuardError | None = None
         self._rng = random.Random(seed)

@@ -2,14 +2,18 @@
 
 Nothing here touches Django: the SDK runs on agent hosts and is tested the same way,
 over real sockets. The server keeps just enough state to behave like PulseGuard
-(names, current tokens, commands delivered once, acks once), validates request bodies
-against the contract (unknown fields are a 400, as on the real server), records every
-request, and lets a test script the next responses of an endpoint.
+(names, current tokens, commands delivered once, acks once, telemetry samples kept per
+agent), validates request bodies against the contract (unknown fields are a 400, as on
+the real server; telemetry as docs/telemetry.md says), records every request, and lets
+a test script the next responses of an endpoint. test_sdk_server_e2e.py runs the SDK
+against the real PulseGuard server as well.
 """
 
 from __future__ import annotations
 
+import gzip
 import json
+import math
 import re
 import sys
 import threading
@@ -34,12 +38,30 @@ HEARTBEAT_FIELDS = {"state", "readings", "latency_ms"}
 READING_FIELDS = {"cpu_percent", "load1", "memory_used_bytes", "memory_total_bytes", "gpus"}
 GPU_READING_FIELDS = {"index", "utilization_percent", "memory_used_bytes", "memory_total_bytes", "temperature_c", "power_w"}
 ACK_FIELDS = {"ok", "message"}
+# docs/telemetry.md: field -> check ("pct" 0-100, "num" >= 0, "int" whole >= 0, "temp", "str", "any")
+SAMPLE_FIELDS = {
+    "host": {"cpu_percent": "pct", "load1": "num", "load5": "num", "load15": "num", "memory_used_bytes": "int",
+             "memory_total_bytes": "int", "disk_used_bytes": "int", "disk_total_bytes": "int",
+             "disk_read_bytes_per_s": "num", "disk_write_bytes_per_s": "num", "net_rx_bytes_per_s": "num",
+             "net_tx_bytes_per_s": "num"},
+    "gpu": {"index": "int", "uuid": "str", "utilization_percent": "pct", "memory_util_percent": "pct",
+            "memory_used_bytes": "int", "memory_free_bytes": "int", "memory_total_bytes": "int", "temperature_c": "temp",
+            "power_w": "num", "power_limit_w": "num", "sm_clock_mhz": "num", "mem_clock_mhz": "num", "energy_mj": "num",
+            "ecc_sbe_total": "int", "ecc_dbe_total": "int", "xid_errors": "int", "processes": "any"},
+    "llm": {"provider": "str", "model": "str", "operation": "str", "tokens_in": "int", "tokens_out": "int",
+            "tokens_cached": "int", "latency_ms": "num", "ttft_ms": "num", "status": "str", "error_type": "str",
+            "cost_usd": "num", "session_id": "str", "workflow_id": "str", "task_id": "str"},
+    "custom": {"name": "str", "type": "str", "value": "any", "labels": "any"},
+}
+SAMPLE_REQUIRED = {"host": (), "gpu": ("index",), "llm": ("provider", "model"), "custom": ("name", "value")}
+MAX_SAMPLES = 5000
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,119}$")
 ROUTES = [
     ("register", re.compile(r"^/api/v1/agents/register$")),
     ("heartbeat", re.compile(r"^/api/v1/agents/(?P<agent>[^/]+)/heartbeat$")),
     ("ack", re.compile(r"^/api/v1/agents/(?P<agent>[^/]+)/commands/(?P<command>[^/]+)/ack$")),
     ("goodbye", re.compile(r"^/api/v1/agents/(?P<agent>[^/]+)/goodbye$")),
+    ("metrics", re.compile(r"^/api/v1/agents/(?P<agent>[^/]+)/metrics$")),
 ]
 
 
@@ -72,6 +94,7 @@ class ContractServer:
         self.agents: dict[str, dict] = {}  # name -> {"id", "token"}
         self.commands: dict[str, deque] = defaultdict(deque)  # agent id -> undelivered commands
         self.acked: dict[str, dict] = {}
+        self.samples: dict[str, list] = defaultdict(list)  # agent id -> samples stored, in arrival order
         self.delay: dict[str, float] = {}
         self._scripts: dict[str, deque] = defaultdict(deque)
         self._lock = threading.Lock()
@@ -167,6 +190,26 @@ class ContractServer:
     def _goodbye(self, params, bearer, body):
         return self._check_token(params["agent"], bearer) or (204, None)
 
+    def _metrics(self, params, bearer, body):
+        refused = self._check_token(params["agent"], bearer)
+        if refused:
+            return refused
+        samples = body.get("samples")
+        if set(body) != {"samples"} or not isinstance(samples, list):
+            return 400, _error("invalid", "Send {\"samples\": [...]}")
+        if len(samples) > MAX_SAMPLES:
+            return 413, _error("batch_too_large", f"At most {MAX_SAMPLES} samples per batch")
+        bad = [problem for i, sample in enumerate(samples) for problem in _sample_problems(i, sample)]
+        if bad:
+            error = _error("invalid_samples", f"{len(bad)} invalid sample(s); nothing was stored")
+            error["error"]["samples"] = bad
+            return 400, error
+        self.samples[params["agent"]].extend(samples)
+        by_kind: dict = defaultdict(int)
+        for sample in samples:
+            by_kind[sample["kind"]] += 1
+        return 200, {"accepted": len(samples), "by_kind": dict(by_kind)}
+
     def _check_token(self, agent_id, bearer):
         owner = next((a for a in self.agents.values() if a["token"] == bearer), None)
         if owner is None:
@@ -174,6 +217,40 @@ class ContractServer:
         if owner["id"] != agent_id:
             return 403, _error("token_agent_mismatch", "This token belongs to another agent")
         return None
+
+
+def _sample_problems(index: int, sample) -> list[dict]:
+    def bad(field, reason):
+        return {"index": index, "field": field, "reason": reason}
+
+    if not isinstance(sample, dict) or sample.get("kind") not in SAMPLE_FIELDS:
+        return [bad("kind", "must be host, gpu, llm or custom")]
+    kind, problems = sample["kind"], []
+    if not isinstance(sample.get("ts"), (int, float, str)):
+        problems.append(bad("ts", "must be an RFC 3339 time or Unix seconds"))
+    for field, value in sample.items():
+        if field in ("kind", "ts"):
+            continue
+        check = SAMPLE_FIELDS[kind].get(field)
+        number = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        if check is None:
+            problems.append(bad(field, "unknown field"))
+        elif check == "str" and not isinstance(value, str):
+            problems.append(bad(field, "must be a string"))
+        elif check in ("pct", "num", "int", "temp") and not number:
+            problems.append(bad(field, "must be a finite number"))
+        elif (check == "pct" and not 0 <= value <= 100) or (check in ("num", "int") and value < 0):
+            problems.append(bad(field, "out of range"))
+        elif check == "int" and value != int(value):
+            problems.append(bad(field, "must be an integer"))
+        elif check == "temp" and not -50 <= value <= 200:
+            problems.append(bad(field, "out of range"))
+    problems += [bad(field, "is required") for field in SAMPLE_REQUIRED[kind] if field not in sample]
+    if kind == "llm" and sample.get("status", "ok") not in ("ok", "error"):
+        problems.append(bad("status", "must be ok or error"))
+    if kind == "llm" and sample.get("error_type") and sample.get("status") != "error":
+        problems.append(bad("error_type", "only with status error"))
+    return problems
 
 
 def _error(code: str, message: str, fields: dict | None = None) -> dict:
@@ -193,6 +270,8 @@ def _handler_for(server: ContractServer):
 
         def do_POST(self):
             raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            if self.headers.get("Content-Encoding") == "gzip":
+                raw = gzip.decompress(raw)
             body = json.loads(raw) if raw else None
             auth = self.headers.get("Authorization", "")
             bearer = auth[len("Bearer "):] if auth.startswith("Bearer ") else None
@@ -221,6 +300,14 @@ def _handler_for(server: ContractServer):
             pass
 
     return Handler
+
+
+@pytest.fixture(autouse=True)
+def spool_dir(tmp_path, monkeypatch) -> Path:
+    """Where agents started by a test spool telemetry: never the real ~/.local/state."""
+    path = tmp_path / "spool"
+    monkeypatch.setenv("PULSEGUARD_SPOOL_DIR", str(path))
+    return path
 
 
 @pytest.fixture

@@ -5,8 +5,10 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from pulseguard_agent.cli import EXIT_RESTART, main
@@ -37,7 +39,8 @@ def test_run_registers_heartbeats_and_says_goodbye_on_sigterm(server):
     body = server.to("register")[0].body
     assert (body["name"], body["capabilities"], body["labels"]) == ("cli-coder", ["code-gen", "git"], {"team": "devex"})
     assert (body["model"], body["provider"], body["replace"]) == ("gpt-4o", "openai", False)
-    assert "cpu_percent" in server.to("heartbeat")[-1].body["readings"]
+    # Readings travel in telemetry batches (not in heartbeats too).
+    assert "readings" not in server.to("heartbeat")[-1].body
     assert len(server.to("goodbye")) == 1 and "Said goodbye" in stderr
 
 
@@ -112,3 +115,42 @@ def test_inventory_prints_this_machine(capsys):
 
     report = json.loads(capsys.readouterr().out)
     assert report["host"]["cpu_count"] >= 1 and "memory_total_bytes" in report["readings"]
+    host_sample = report["telemetry"][0]
+    assert host_sample["kind"] == "host" and 0 <= host_sample["cpu_percent"] <= 100 and "disk_total_bytes" in host_sample
+
+
+def _wait(predicate, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+def test_run_sends_this_machines_telemetry_on_the_schedule_it_is_given(server, tmp_path):
+    agent = _agent_process(server, "--name", "cli-telemetry", "--interval", "0.05", "--metrics-interval", "0.05",
+                           "--flush-interval", "0.05", "--spool-dir", str(tmp_path / "spool"))
+    try:
+        server.wait_for("register")
+        agent_id = server.agents["cli-telemetry"]["id"]
+        _wait(lambda: sum(s["kind"] == "host" for s in server.samples[agent_id]) >= 3)
+        agent.send_signal(signal.SIGTERM)
+        _, stderr = agent.communicate(timeout=10)
+    finally:
+        agent.kill()
+
+    assert agent.returncode == 0, stderr
+    hosts = [s for s in server.samples[agent_id] if s["kind"] == "host"]
+    assert hosts[-1]["memory_total_bytes"] == psutil.virtual_memory().total
+    assert not (tmp_path / "spool" / "cli-telemetry").exists() or not os.listdir(tmp_path / "spool" / "cli-telemetry")
+
+
+def test_run_without_telemetry_only_heartbeats(server):
+    agent = _agent_process(server, "--name", "cli-quiet", "--interval", "0.05", "--no-telemetry")
+    try:
+        server.wait_for("heartbeat", 3)
+        agent.send_signal(signal.SIGTERM)
+        agent.communicate(timeout=10)
+    finally:
+        agent.kill()
+
+    assert agent.returncode == 0 and server.to("metrics") == []

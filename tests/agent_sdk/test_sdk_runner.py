@@ -36,7 +36,7 @@ def test_runner_acks_commands_and_drains(server):
     drain = server.queue_command(client.agent_id, "drain")
     isolate = server.queue_command(client.agent_id, "isolate", {"reason": "bad outputs"})
     config = server.queue_command(client.agent_id, "config", {"max_tokens": 2048})
-    runner = AgentRunner(client, state="busy", readings=lambda: {"cpu_percent": 12.5})
+    runner = AgentRunner(client, state="busy", readings=lambda: {"cpu_percent": 12.5}, telemetry=False)
 
     runner.run_once()
     runner.run_once()
@@ -187,6 +187,13 @@ def test_a_broken_readings_callable_does_not_stop_the_heartbeat(server):
     assert server.to("heartbeat")[0].body == {"state": "idle"}
 
 
+def test_with_telemetry_on_readings_travel_only_in_telemetry_batches(server):
+    """Each reading is stored once: not in the heartbeat and again in a batch."""
+    client = _registered(server)
+    AgentRunner(client, readings=lambda: {"cpu_percent": 12.5}).run_once()
+    assert "readings" not in server.to("heartbeat")[0].body
+
+
 def test_runner_rejects_an_unknown_state(server):
     with pytest.raises(ValueError, match="state"):
         AgentRunner(_registered(server), state="sleeping")
@@ -197,6 +204,6 @@ def test_figures_json_cannot_carry_are_left_out_of_the_heartbeat(server):
     readings = {"cpu_percent": nan, "load1": 0.5, "gpus": [{"index": 0, "temperature_c": float("inf"), "power_w": 80.0}]}
     client = _registered(server)
 
-    AgentRunner(client, readings=lambda: readings).run_once()
+    AgentRunner(client, readings=lambda: readings, telemetry=False).run_once()
 
     assert server.to("heartbeat")[0].body["readings"] == {"load1": 0.5, "gpus": [{"index": 0, "power_w": 80.0}]}
