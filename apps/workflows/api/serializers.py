@@ -79,6 +79,8 @@ class TaskDetailSerializer(TaskSerializer):
 
 class ClaimInputSerializer(StrictSerializer):
     limit = serializers.IntegerField(required=False, default=1, min_value=1, max_value=50)
+    wait = serializers.FloatField(required=False, default=0, min_value=0, max_value=30,
+                                  help_text="Seconds to wait for work when there is none (long poll)")
 
 
 class ClaimedSerializer(serializers.Serializer):

@@ -1,5 +1,6 @@
 """Task API: thin adapters over apps.workflows.services / selectors."""
 
+from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import status
 from rest_framework.pagination import LimitOffsetPagination
@@ -75,8 +76,11 @@ class TaskDetailApi(APIView):
 
 
 class TaskClaimApi(_AgentApi):
+    """Documents the claim; requests are answered by `task_claim` below (async long poll)."""
+
     @extend_schema(request=s.ClaimInputSerializer, responses={200: s.ClaimOutputSerializer, **ERRORS},
-                   auth=[{"agentToken": []}], summary="Agent claims up to `limit` tasks it can run (leased)")
+                   auth=[{"agentToken": []}],
+                   summary="Agent claims up to `limit` tasks it can run (leased), waiting up to `wait` s for work")
     def post(self, request):
         data = s.ClaimInputSerializer(data=request.data or {})
         data.is_valid(raise_exception=True)
@@ -131,3 +135,59 @@ class TaskRetryApi(APIView):
         data.is_valid(raise_exception=True)
         task = services.task_retry(task_id=task_id, actor=request.user, **data.validated_data)
         return Response(_detail(task))
+
+
+# --- the claim, with a long poll --------------------------------------------------------------
+
+@csrf_exempt  # bearer-token endpoint: no cookies, no CSRF
+async def task_claim(request):
+    """POST /api/v1/tasks/claim: the real endpoint (TaskClaimApi documents it).
+
+    An async view: an agent waiting up to `wait` seconds for work holds no thread, so
+    thousands can wait at once; it is woken by PostgreSQL NOTIFY (wakeup.py) the moment
+    a task becomes claimable, not by polling. Each claim attempt is a short call into
+    the same sync thread as Django's other views; only the waiting is on the event loop.
+    """
+    import asyncio
+    import json
+
+    from asgiref.sync import sync_to_async
+    from django.http import JsonResponse
+
+    from apps.agents.services import agent_authenticate
+    from apps.core.api import validation_error_body
+    from apps.core.errors import ApplicationError, error_body
+    from apps.core.tokens import bearer_required
+    from apps.workflows.wakeup import wakeup
+
+    if request.method != "POST":
+        return JsonResponse(error_body("method_not_allowed", f"Method {request.method} not allowed"), status=405)
+
+    def authenticate():
+        return agent_authenticate(raw_token=bearer_required(request.headers.get("Authorization")))
+
+    def claim(agent, limit):
+        return services.tasks_claim(agent=agent, limit=limit)
+
+    try:
+        agent = await sync_to_async(authenticate)()
+    except ApplicationError as exc:
+        return JsonResponse(error_body(exc.code, exc.message), status=exc.status_code)
+    try:
+        body = json.loads(request.body or b"{}")
+    except ValueError:
+        return JsonResponse(error_body("malformed_json", "The body is not JSON"), status=400)
+    data = s.ClaimInputSerializer(data=body if isinstance(body, dict) else None)
+    if not data.is_valid():
+        return JsonResponse(validation_error_body(data.errors), status=400)
+    limit, wait = data.validated_data["limit"], data.validated_data["wait"]
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait
+    while True:
+        event = wakeup.current() if wait else None
+        claimed = await sync_to_async(claim)(agent, limit)
+        remaining = deadline - loop.time()
+        if claimed or remaining <= 0:
+            break
+        await wakeup.wait(event, remaining)
+    return JsonResponse(s.ClaimOutputSerializer({"tasks": claimed}).data)
