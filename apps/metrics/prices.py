@@ -38,3 +38,25 @@ SEED = [
     ("", "deepseek-v3", "1.25", "1.25", None, "together.ai/pricing (hosted)"),
     ("", "gpt-oss-120b", "0.15", "0.60", None, "together.ai/pricing (hosted)"),
 ]
+
+
+def prices_seed_if_empty() -> int:
+    """Seed the price table when it is empty (a new install, or a test database flushed).
+
+    Runs after every migrate; it never touches a table that has any row, so prices an
+    operator edited or added are never overwritten.
+    """
+    from datetime import datetime, timezone
+    from decimal import Decimal
+
+    from apps.metrics.models import ModelPrice
+
+    if ModelPrice.objects.exists():
+        return 0
+    since = datetime(2025, 1, 1, tzinfo=timezone.utc)
+    ModelPrice.objects.bulk_create([
+        ModelPrice(provider=provider, model=model, input_per_mtok=Decimal(i), output_per_mtok=Decimal(o),
+                   cached_input_per_mtok=Decimal(c) if c is not None else None, valid_from=since, source=source)
+        for provider, model, i, o, c, source in SEED
+    ])
+    return len(SEED)

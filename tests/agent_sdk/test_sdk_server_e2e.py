@@ -6,15 +6,9 @@ commits its data (transactional_db) and reads what the server wrote with plain S
 
 from __future__ import annotations
 
-import os
-import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
-import urllib.request
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -24,55 +18,13 @@ from pulseguard_agent import (
     AgentRunner, Client, SimTiming, Simulator, Spool, Telemetry, TelemetryBuffer, TelemetryConfig, TelemetrySender,
 )
 from pulseguard_agent.integrations import openai as pg_openai
-from tests.live import server_env
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.live import uvicorn_server
 
 
 @pytest.fixture(scope="module")
 def pulseguard_url(django_db_setup, django_db_blocker, tmp_path_factory):
-    """uvicorn serving pulseguard.asgi on a free port, pointed at the test database."""
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    log_path = tmp_path_factory.mktemp("server") / "server.log"
-    env = server_env(PULSEGUARD_LOG_LEVEL="WARNING")
-    env.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "pulseguard.asgi:application", "--host", "127.0.0.1", "--port", str(port),
-             "--lifespan", "off", "--no-access-log", "--timeout-graceful-shutdown", "2"],
-            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        )
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"uvicorn exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}")
-            try:
-                with urllib.request.urlopen(f"{url}/healthz", timeout=1) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"uvicorn did not answer within 30 s:\n{log_path.read_text()[-3000:]}")
-            time.sleep(0.1)
+    with uvicorn_server(tmp_path_factory.mktemp("server") / "server.log") as url:
         yield url
-    finally:
-        # Stop it before pytest-django drops the test database it is connected to.
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=5)
 
 
 @pytest.fixture
