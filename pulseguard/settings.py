@@ -108,6 +108,11 @@ PULSEGUARD_ROLLUP_EVERY = env_int("PULSEGUARD_ROLLUP_EVERY", 15, minimum=1)
 # expired leases and timeouts are checked.
 PULSEGUARD_SKILLS = env_list("PULSEGUARD_SKILLS", [])
 PULSEGUARD_TASK_EXPIRE_EVERY = env_int("PULSEGUARD_TASK_EXPIRE_EVERY", 5, minimum=1)
+# Seconds between dispatcher runs for Celery-run tasks (new tasks are dispatched at once;
+# this catches retries whose backoff ended and GPU tasks waiting for room).
+PULSEGUARD_DISPATCH_EVERY = env_int("PULSEGUARD_DISPATCH_EVERY", 2, minimum=1)
+# The Celery queue CPU tasks go to (GPU tasks go to gpu.<worker>.<index>).
+PULSEGUARD_CPU_QUEUE = env.str("PULSEGUARD_CPU_QUEUE", default="cpu") or "cpu"
 # Circuit breaker per agent: this many failed attempts in a row open it (no work) for the
 # cooldown in seconds; then one trial attempt decides.
 PULSEGUARD_BREAKER_FAILURES = env_int("PULSEGUARD_BREAKER_FAILURES", 5, minimum=1)
@@ -251,7 +256,7 @@ CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TIMEZONE = TIME_ZONE
-CELERY_TASK_DEFAULT_QUEUE = "cpu"
+CELERY_TASK_DEFAULT_QUEUE = PULSEGUARD_CPU_QUEUE
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # The "restart" command of a worker node restarts its pool (celery_worker/node.py).
@@ -268,6 +273,11 @@ CELERY_BEAT_SCHEDULE = {
         "task": "apps.metrics.tasks.metrics_rollup",
         "schedule": float(PULSEGUARD_ROLLUP_EVERY),
         "options": {"expires": float(PULSEGUARD_ROLLUP_EVERY)},
+    },
+    "workflows-dispatch-tasks": {
+        "task": "apps.workflows.tasks.tasks_dispatch",
+        "schedule": float(PULSEGUARD_DISPATCH_EVERY),
+        "options": {"expires": float(PULSEGUARD_DISPATCH_EVERY)},
     },
     "workflows-expire-tasks": {
         "task": "apps.workflows.tasks.tasks_expire",

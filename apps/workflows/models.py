@@ -24,6 +24,12 @@ class Task(models.Model):
     routing_score = models.FloatField(null=True, blank=True, help_text="GPU likelihood 0..1 from the classifier")
     routing_reason = models.CharField(max_length=300, blank=True)
     wait_reason = models.CharField(max_length=300, blank=True, help_text="Why a queued task is not running yet")
+    # placement: the Celery queue it was sent to, and the GPU it is pinned to
+    queue = models.CharField(max_length=200, blank=True, help_text="cpu, gpu.<node>.<index>; blank for agent pull")
+    gpu_node = models.CharField(max_length=200, blank=True, help_text="Agent whose GPU runs it")
+    gpu_index = models.SmallIntegerField(null=True, blank=True)
+    dispatched_at = models.DateTimeField(null=True, blank=True, help_text="Sent to a Celery queue, not started yet")
+    dispatch_token = models.UUIDField(null=True, blank=True, editable=False)
 
     # timeouts (seconds) and retry policy
     queued_timeout_s = models.PositiveIntegerField(null=True, blank=True)
@@ -61,6 +67,10 @@ class Task(models.Model):
             models.Index(fields=["state", "created_at"], name="task_state_created_idx"),
             models.Index(fields=["kind", "created_at"], name="task_kind_created_idx"),
             models.Index(fields=["agent", "state"], name="task_agent_state_idx"),
+            models.Index(
+                fields=["runner", "-priority", "id"], name="task_dispatchable_idx",
+                condition=Q(state="queued", dispatched_at__isnull=True),
+            ),
         ]
         constraints = [
             models.CheckConstraint(condition=Q(max_attempts__gte=1), name="task_max_attempts_positive"),

@@ -77,7 +77,7 @@ def task_create(
     try:
         with transaction.atomic():
             task.save()
-            transaction.on_commit(_notify_queued)
+            transaction.on_commit(_notify_queued if runner == Runner.AGENT else _dispatch_soon)
     except IntegrityError:
         # Two creates with one key raced: the other one won, and that is the task.
         existing = Task.objects.filter(idempotency_key=idempotency_key).first() if idempotency_key else None
@@ -103,6 +103,27 @@ def _largest_gpu_mb() -> int | None:
 def _notify_queued():
     with connection.cursor() as cur:
         cur.execute("NOTIFY pulseguard_tasks")
+
+
+def _dispatch_soon():
+    """Celery-run work is sent to its queue by the dispatcher; ask it to run now rather
+    than at its next beat."""
+    from apps.workflows.tasks import tasks_dispatch
+
+    try:
+        tasks_dispatch.delay()
+    except Exception:  # the broker is down: beat dispatches it when it is back
+        log.warning("dispatch_request_failed", exc_info=True)
+
+
+def _requeued(task: Task) -> None:
+    """Clear what placed the task last time; wake whoever runs it next."""
+    task.dispatched_at = task.dispatch_token = None
+    task.queue, task.gpu_node, task.gpu_index = "", "", None
+    transaction.on_commit(_notify_queued if task.runner == Runner.AGENT else _dispatch_soon)
+
+
+_REQUEUE_FIELDS = ["dispatched_at", "dispatch_token", "queue", "gpu_node", "gpu_index"]
 
 
 # --- claim (external agents) ----------------------------------------------------------------
@@ -269,13 +290,12 @@ def _retry_or_finish(task: Task, *, error_type: str, message: str, retryable: bo
         task.agent = None
         task.not_before = now + timedelta(seconds=backoff_s(task, attempts))
         task.wait_reason = f"retry {attempts + 1}/{task.max_attempts} after {error_type}"
+        _requeued(task)
     else:
         task.state = TaskState.TIMED_OUT if past_deadline else final_state
         task.finished_at = now
     task.save(update_fields=["state", "agent", "lease_expires_at", "not_before", "wait_reason", "error_type",
-                             "error_message", "finished_at"])
-    if task.state == TaskState.QUEUED:
-        transaction.on_commit(_notify_queued)
+                             "error_message", "finished_at", *_REQUEUE_FIELDS])
     log.info("task_attempt_failed", task_id=task.pk, error_type=error_type, next_state=task.state, attempts=attempts)
 
 
@@ -286,7 +306,7 @@ def tasks_expire(*, batch: int = 500) -> dict[str, int]:
     (or fail, per policy); queued tasks past their queued timeout and tasks past their
     overall deadline time out. Each task is handled in its own short transaction."""
     now = timezone.now()
-    counts = {"lease_lost": 0, "queued_timeout": 0, "deadline": 0}
+    counts = {"lease_lost": 0, "queued_timeout": 0, "deadline": 0, "redispatch": 0}
     lost = list(
         Task.objects.filter(state__in=ACTIVE_STATES)
         .filter(lease_expires_at__lte=now)
@@ -307,6 +327,16 @@ def tasks_expire(*, batch: int = 500) -> dict[str, int]:
             _retry_or_finish(task, error_type=ErrorType.LEASE_LOST, message=reason, retryable=True, now=now)
             counts["lease_lost"] += 1
     with transaction.atomic(), connection.cursor() as cur:
+        # Sent to a Celery queue but no worker started it within its attempt timeout
+        # (no worker consumes that queue, or the message was lost): send it again.
+        cur.execute(
+            "UPDATE workflows_task SET dispatched_at = NULL, dispatch_token = NULL, "
+            "wait_reason = 'no worker took it from ' || queue || '; dispatching again' "
+            "WHERE state = 'queued' AND dispatched_at IS NOT NULL "
+            "AND dispatched_at + make_interval(secs => attempt_timeout_s) <= %s",
+            [now],
+        )
+        counts["redispatch"] = cur.rowcount
         cur.execute(
             "UPDATE workflows_task SET state = 'timed_out', finished_at = %s, error_type = 'timeout', "
             "error_message = 'waited in the queue longer than its queued timeout' "
@@ -363,7 +393,8 @@ def task_retry(*, task_id: int, priority_boost: int = 0, actor=None) -> Task:
     task.priority += priority_boost
     task.max_attempts = max(task.max_attempts, attempts + 1)  # one more try at least
     task.wait_reason = f"retried by {getattr(actor, 'username', 'system')}"
-    task.save(update_fields=["state", "agent", "not_before", "finished_at", "priority", "max_attempts", "wait_reason"])
-    transaction.on_commit(_notify_queued)
+    _requeued(task)
+    task.save(update_fields=["state", "agent", "not_before", "finished_at", "priority", "max_attempts", "wait_reason",
+                             *_REQUEUE_FIELDS])
     log.info("task_retried", task_id=task_id, boost=priority_boost, actor=getattr(actor, "username", None))
     return task
