@@ -44,6 +44,10 @@ class Task(models.Model):
     # who holds it now
     agent = models.ForeignKey("agents.Agent", null=True, blank=True, on_delete=models.SET_NULL, related_name="tasks")
     lease_expires_at = models.DateTimeField(null=True, blank=True)
+    assigned_agent = models.ForeignKey(
+        "agents.Agent", null=True, blank=True, on_delete=models.SET_NULL, related_name="assigned_tasks",
+        help_text="Only this agent may claim it (set by a reassign)",
+    )
     not_before = models.DateTimeField(null=True, blank=True, help_text="Retry backoff: not claimed before this")
 
     result = models.JSONField(null=True, blank=True)

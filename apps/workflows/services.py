@@ -120,10 +120,11 @@ def _requeued(task: Task) -> None:
     """Clear what placed the task last time; wake whoever runs it next."""
     task.dispatched_at = task.dispatch_token = None
     task.queue, task.gpu_node, task.gpu_index = "", "", None
+    task.assigned_agent = None  # a retry may go to any agent; task_reassign sets one after
     transaction.on_commit(_notify_queued if task.runner == Runner.AGENT else _dispatch_soon)
 
 
-_REQUEUE_FIELDS = ["dispatched_at", "dispatch_token", "queue", "gpu_node", "gpu_index"]
+_REQUEUE_FIELDS = ["dispatched_at", "dispatch_token", "queue", "gpu_node", "gpu_index", "assigned_agent"]
 
 
 # --- claim (external agents) ----------------------------------------------------------------
@@ -143,6 +144,7 @@ WITH me AS (
     WHERE t.state = 'queued' AND t.runner = 'agent'
       AND (t.not_before IS NULL OR t.not_before <= %(now)s)
       AND t.required_capabilities <@ me.capabilities
+      AND (t.assigned_agent_id IS NULL OR t.assigned_agent_id = me.id)
       AND (t.resource_class = 'cpu' OR EXISTS (
             SELECT 1 FROM jsonb_array_elements(COALESCE(me.readings->'gpus', me.host->'gpus', '[]'::jsonb)) g
             WHERE COALESCE((g->>'memory_total_bytes')::bigint - COALESCE((g->>'memory_used_bytes')::bigint, 0), 0)
@@ -281,7 +283,8 @@ def backoff_s(task: Task, attempt: int) -> float:
 
 def _retry_or_finish(task: Task, *, error_type: str, message: str, retryable: bool, now,
                      final_state: str = TaskState.FAILED) -> None:
-    attempts = TaskAttempt.objects.filter(task=task).count()
+    # Attempts that ended by an operator's hand (cancel, reassign) do not use up retries.
+    attempts = TaskAttempt.objects.filter(task=task).exclude(outcome=AttemptOutcome.CANCELLED).count()
     past_deadline = task.overall_timeout_s is not None and now >= task.created_at + timedelta(seconds=task.overall_timeout_s)
     task.lease_expires_at = None
     task.error_type, task.error_message = error_type, message[:4000]
@@ -397,4 +400,69 @@ def task_retry(*, task_id: int, priority_boost: int = 0, actor=None) -> Task:
     task.save(update_fields=["state", "agent", "not_before", "finished_at", "priority", "max_attempts", "wait_reason",
                              *_REQUEUE_FIELDS])
     log.info("task_retried", task_id=task_id, boost=priority_boost, actor=getattr(actor, "username", None))
+    return task
+
+
+# --- reassign ----------------------------------------------------------------------------------
+
+_PICK_SQL = """
+SELECT a.id FROM agents_agent a
+LEFT JOIN LATERAL (""" + LATEST_SQL + """) b ON true
+WHERE a.kind = 'agent' AND a.status = 'online' AND a.state <> 'draining' AND a.id <> ALL(%(exclude)s::uuid[])
+  AND %(caps)s::varchar[] <@ a.capabilities
+  AND NOT (b.n = %(breaker_n)s AND b.failures = b.n)
+ORDER BY (SELECT count(*) FROM workflows_task t WHERE t.agent_id = a.id AND t.state IN ('leased', 'running')),
+         a.last_latency_ms NULLS LAST, a.name
+LIMIT 1
+"""
+
+
+def agent_pick_for(task: Task, *, exclude=()) -> str | None:
+    """The least-loaded healthy agent that can run `task` (online, not draining, has the
+    capabilities, breaker closed), or None."""
+    with connection.cursor() as cur:
+        cur.execute(_PICK_SQL, {"exclude": [str(e) for e in exclude if e], "caps": task.required_capabilities,
+                                **breaker.params()})
+        row = cur.fetchone()
+    return str(row[0]) if row else None
+
+
+@transaction.atomic
+def task_reassign(*, task_id: int, agent_id=None, actor=None) -> Task:
+    """Move a task to another agent: `agent_id`, or the least-loaded healthy agent with
+    the capabilities. A running attempt ends as cancelled (it says nothing about the
+    agent); only the new agent may claim the task next."""
+    from apps.agents.models import Agent
+
+    task = Task.objects.select_for_update().filter(pk=task_id).first()
+    if task is None:
+        raise NotFound(f"No task {task_id}", code="unknown_task")
+    if task.state in FINAL_STATES:
+        raise Conflict(f"Task {task_id} is already {task.state}; retry it instead", code="already_finished")
+    if task.runner != Runner.AGENT:
+        raise ApplicationError("Celery tasks are placed by the dispatcher; cancel and retry to place it again",
+                               code="not_reassignable")
+    if agent_id is None:
+        agent_id = agent_pick_for(task, exclude=[task.agent_id])
+        if agent_id is None:
+            raise Conflict("No other healthy agent with the capabilities "
+                           f"{', '.join(task.required_capabilities) or '(none)'} is online", code="no_agent_available")
+    target = Agent.objects.filter(pk=agent_id).first()
+    if target is None:
+        raise NotFound(f"No agent with id {agent_id}", code="unknown_agent")
+    missing = set(task.required_capabilities) - set(target.capabilities)
+    if missing:
+        raise ApplicationError(f"{target.name} lacks {', '.join(sorted(missing))}", code="missing_capabilities",
+                               fields={"agent": [f"Lacks {', '.join(sorted(missing))}."]})
+    now = timezone.now()
+    who = getattr(actor, "username", None) or "system"
+    if task.state in ACTIVE_STATES:
+        _end_attempt(task, outcome=AttemptOutcome.CANCELLED, error_type=ErrorType.CANCELLED,
+                     message=f"reassigned to {target.name} by {who}", now=now)
+    task.state, task.agent, task.lease_expires_at, task.not_before = TaskState.QUEUED, None, None, None
+    _requeued(task)
+    task.assigned_agent = target
+    task.wait_reason = f"reassigned to {target.name} by {who}"
+    task.save(update_fields=["state", "agent", "lease_expires_at", "not_before", "wait_reason", *_REQUEUE_FIELDS])
+    log.info("task_reassigned", task_id=task_id, to=target.name, actor=who)
     return task

@@ -313,3 +313,28 @@ def test_health_follows_task_success(worker, settings):
     scored = agents_with_health([Agent.objects.get(pk=agent.pk)])[0]
     assert scored.work == (10, 4)
     assert scored.health_score == 70
+
+
+def test_reassign_to_a_named_agent_or_the_least_loaded_healthy_one(worker, enrollment_key, operator_api):
+    agent, _ = worker
+    busy, _ = register(enrollment_key, "busy-coder", capabilities=["code"])
+    idle, _ = register(enrollment_key, "idle-coder", capabilities=["code"])
+    register(enrollment_key, "writer", capabilities=["docs"])
+    _task(required_capabilities=["code"])
+    services.tasks_claim(agent=busy)  # busy-coder now holds one task
+    task = _task(required_capabilities=["code"])
+    services.tasks_claim(agent=agent)
+    moved = services.task_reassign(task_id=task.pk)
+    assert moved.assigned_agent.name == "idle-coder" and moved.state == "queued"
+    assert TaskAttempt.objects.get(task=task).outcome == "cancelled"  # not held against coder-1
+    assert services.tasks_claim(agent=agent) == [] and services.tasks_claim(agent=busy) == []
+    assert [c.id for c in services.tasks_claim(agent=idle)] == [task.pk]
+    # Named target; one without the capability is refused.
+    r = operator_api.post(f"/api/v1/tasks/{task.pk}/reassign", {"agent": str(agent.pk)}, format="json")
+    assert r.status_code == 200 and r.json()["wait_reason"].startswith("reassigned to coder-1")
+    writer = Agent.objects.get(name="writer")
+    r = operator_api.post(f"/api/v1/tasks/{task.pk}/reassign", {"agent": str(writer.pk)}, format="json")
+    assert r.status_code == 400 and r.json()["error"]["code"] == "missing_capabilities"
+    # A failure after a reassign may go to anyone.
+    services.tasks_claim(agent=agent)
+    assert services.task_fail(agent=agent, task_id=task.pk).assigned_agent is None

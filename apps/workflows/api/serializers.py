@@ -119,3 +119,8 @@ class FailInputSerializer(StrictSerializer):
 
 class RetryInputSerializer(StrictSerializer):
     priority_boost = serializers.IntegerField(required=False, default=0, min_value=0, max_value=1000)
+
+
+class ReassignInputSerializer(StrictSerializer):
+    agent = serializers.UUIDField(required=False, allow_null=True, default=None,
+                                  help_text="Omit to let PulseGuard pick the least-loaded healthy agent")

@@ -16,4 +16,5 @@ urlpatterns = [
     path("tasks/<int:task_id>/fail", views.TaskFailApi.as_view(), name="fail"),
     path("tasks/<int:task_id>/cancel", views.TaskCancelApi.as_view(), name="cancel"),
     path("tasks/<int:task_id>/retry", views.TaskRetryApi.as_view(), name="retry"),
+    path("tasks/<int:task_id>/reassign", views.TaskReassignApi.as_view(), name="reassign"),
 ]

@@ -137,6 +137,18 @@ class TaskRetryApi(APIView):
         return Response(_detail(task))
 
 
+class TaskReassignApi(APIView):
+    permission_classes = [IsOperator]
+
+    @extend_schema(request=s.ReassignInputSerializer, responses={200: s.TaskDetailSerializer, **ERRORS},
+                   summary="Move a task to another agent (or the least-loaded healthy one)")
+    def post(self, request, task_id):
+        data = s.ReassignInputSerializer(data=request.data or {})
+        data.is_valid(raise_exception=True)
+        task = services.task_reassign(task_id=task_id, agent_id=data.validated_data["agent"], actor=request.user)
+        return Response(_detail(task))
+
+
 # --- the claim, with a long poll --------------------------------------------------------------
 
 @csrf_exempt  # bearer-token endpoint: no cookies, no CSRF
