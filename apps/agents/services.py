@@ -188,6 +188,7 @@ class Heartbeat:
     state: str
     readings: dict | None = None
     latency_ms: float | None = None
+    task_ids: list[int] | None = None  # leases the agent holds: renewed by the heartbeat
 
 
 @dataclass(frozen=True)
@@ -195,6 +196,14 @@ class HeartbeatResult:
     commands: list[dict]
     heartbeat_interval_s: int
     status: str
+    tasks: dict | None = None  # {"renewed": [...], "lost": [...]} when task_ids were sent
+
+    def as_dict(self) -> dict:
+        """The answer's JSON: `tasks` only when the heartbeat named tasks."""
+        body = {"commands": self.commands, "heartbeat_interval_s": self.heartbeat_interval_s, "status": self.status}
+        if self.tasks is not None:
+            body["tasks"] = self.tasks
+        return body
 
 
 # Every heartbeat goes through this one statement, alone or with the others that arrived
@@ -258,15 +267,41 @@ def agent_heartbeats_record(*, beats: list[Heartbeat]) -> list[HeartbeatResult |
             raise
         metrics_services.metrics_partitions_maintain()
         rows = _heartbeats_write(beats, now)
+    renewed = _leases_renew(beats=[b for b in beats if b.task_ids and b.agent_id in rows], now=now)
     interval = settings.PULSEGUARD_HEARTBEAT_INTERVAL
     results: list[HeartbeatResult | ApplicationError] = []
     for beat in beats:
         row = rows.get(beat.agent_id)
         if row is None:
             results.append(_heartbeat_refusal(agent_id=beat.agent_id, token=beat.token))
-        else:
-            results.append(HeartbeatResult(commands=row[3], heartbeat_interval_s=interval, status=row[1]))
+            continue
+        tasks = None
+        if beat.task_ids is not None:
+            mine = renewed.get(beat.agent_id, set())
+            tasks = {"renewed": sorted(mine), "lost": sorted(set(beat.task_ids) - mine)}
+        results.append(HeartbeatResult(commands=row[3], heartbeat_interval_s=interval, status=row[1], tasks=tasks))
     return results
+
+
+_LEASES_SQL = """
+UPDATE workflows_task t SET state = 'running', lease_expires_at = %(now)s + make_interval(secs => t.attempt_timeout_s)
+FROM unnest(%(agents)s::uuid[], %(tasks)s::bigint[]) AS v(agent_id, task_id)
+WHERE t.id = v.task_id AND t.agent_id = v.agent_id AND t.state IN ('leased', 'running') AND t.lease_expires_at > %(now)s
+RETURNING t.agent_id, t.id
+"""
+
+
+def _leases_renew(*, beats: list[Heartbeat], now) -> dict:
+    """Renew the leases heartbeats name, all in one statement; {agent_id: {task ids renewed}}."""
+    pairs = [(b.agent_id, task_id) for b in beats for task_id in b.task_ids]
+    if not pairs:
+        return {}
+    with connection.cursor() as cur:
+        cur.execute(_LEASES_SQL, {"agents": [p[0] for p in pairs], "tasks": [p[1] for p in pairs], "now": now})
+        renewed: dict = {}
+        for agent_id, task_id in cur.fetchall():
+            renewed.setdefault(agent_id, set()).add(task_id)
+    return renewed
 
 
 def _heartbeats_write(beats: list[Heartbeat], now) -> dict:
@@ -303,10 +338,12 @@ def _heartbeats_write(beats: list[Heartbeat], now) -> dict:
 
 
 def agent_heartbeat_record(
-    *, agent_id, token: str, state: str, readings: dict | None = None, latency_ms: float | None = None
+    *, agent_id, token: str, state: str, readings: dict | None = None, latency_ms: float | None = None,
+    task_ids: list[int] | None = None,
 ) -> HeartbeatResult:
     """Record one heartbeat (a batch of one); raises the refusal if there is one."""
-    beat = Heartbeat(agent_id=uuid.UUID(str(agent_id)), token=token, state=state, readings=readings, latency_ms=latency_ms)
+    beat = Heartbeat(agent_id=uuid.UUID(str(agent_id)), token=token, state=state, readings=readings,
+                     latency_ms=latency_ms, task_ids=task_ids)
     (result,) = agent_heartbeats_record(beats=[beat])
     if isinstance(result, ApplicationError):
         raise result

@@ -40,7 +40,7 @@ class _Unsupported(Exception):
 
 
 def _compile(field) -> Check:
-    if isinstance(field, serializers.ListSerializer):
+    if isinstance(field, (serializers.ListSerializer, serializers.ListField)):
         return _compile_list(field)
     if isinstance(field, serializers.Serializer):
         return _compile_object(field)
@@ -67,7 +67,8 @@ def _number(field, types: tuple, cast) -> Check:
     return check
 
 
-def _compile_list(field: serializers.ListSerializer) -> Check:
+def _compile_list(field) -> Check:
+    """A ListSerializer (many=True) or a ListField of a supported child."""
     child = _compile(field.child)
     longest = field.max_length
     if field.min_length or not field.allow_empty:
@@ -127,6 +128,11 @@ def _compile_object(serializer: serializers.Serializer) -> Check:
 
 
 def _only_range_validators(field) -> bool:
-    from django.core.validators import MaxValueValidator, MinValueValidator
+    """Validators the compiled check applies itself: value ranges, and a list's maximum
+    length (a ListField's max_length becomes a MaxLengthValidator)."""
+    from django.core.validators import MaxLengthValidator, MaxValueValidator, MinValueValidator
 
-    return all(isinstance(v, (MinValueValidator, MaxValueValidator)) for v in field.validators)
+    allowed = (MinValueValidator, MaxValueValidator)
+    if isinstance(field, serializers.ListField):
+        allowed += (MaxLengthValidator,)
+    return all(isinstance(v, allowed) for v in field.validators)

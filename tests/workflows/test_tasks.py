@@ -338,3 +338,22 @@ def test_reassign_to_a_named_agent_or_the_least_loaded_healthy_one(worker, enrol
     # A failure after a reassign may go to anyone.
     services.tasks_claim(agent=agent)
     assert services.task_fail(agent=agent, task_id=task.pk).assigned_agent is None
+
+
+def test_a_heartbeat_renews_the_leases_it_names(worker, enrollment_key):
+    from apps.agents import services as agent_services
+
+    agent, token = worker
+    task = _task(attempt_timeout_s=60)
+    services.tasks_claim(agent=agent)
+    with time_machine.travel(timezone.now() + timedelta(seconds=50)):
+        result = agent_services.agent_heartbeat_record(agent_id=agent.pk, token=token, state="busy",
+                                                       task_ids=[task.pk, 424242])
+        assert result.tasks == {"renewed": [task.pk], "lost": [424242]}
+    with time_machine.travel(timezone.now() + timedelta(seconds=100)):
+        assert services.tasks_expire()["lease_lost"] == 0  # renewed at 50 s: good until 110 s
+    r = agent_client(token).post(f"/api/v1/agents/{agent.pk}/heartbeat", {"state": "busy", "task_ids": [task.pk]},
+                                 format="json")
+    assert r.status_code == 200 and r.json()["tasks"] == {"renewed": [task.pk], "lost": []}
+    r = agent_client(token).post(f"/api/v1/agents/{agent.pk}/heartbeat", {"state": "busy"}, format="json")
+    assert "tasks" not in r.json()

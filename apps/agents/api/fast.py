@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import asdict
 import time
 import uuid
 
@@ -148,7 +147,7 @@ class HeartbeatEndpoint:
         result = await self.commit.submit(beat)
         if isinstance(result, ApplicationError):
             return result.status_code, error_body(result.code, result.message, result.fields)
-        return 200, asdict(result)
+        return 200, result.as_dict()
 
 
 async def _read_body(receive, limit: int) -> bytes | int | None:

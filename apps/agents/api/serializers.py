@@ -92,6 +92,10 @@ class HeartbeatInputSerializer(StrictSerializer):
     state = serializers.ChoiceField(choices=AgentState.choices, default=AgentState.IDLE)
     readings = ReadingsSerializer(required=False)
     latency_ms = serializers.FloatField(min_value=0, max_value=600_000, required=False, allow_null=True)
+    task_ids = serializers.ListField(
+        child=serializers.IntegerField(min_value=1), required=False, max_length=500,
+        help_text="Tasks this agent holds: their leases are renewed (see `tasks` in the answer)",
+    )
 
 
 class CommandOutputSerializer(serializers.Serializer):
@@ -101,10 +105,16 @@ class CommandOutputSerializer(serializers.Serializer):
     issued_at = serializers.DateTimeField()
 
 
+class LeasesOutputSerializer(serializers.Serializer):
+    renewed = serializers.ListField(child=serializers.IntegerField())
+    lost = serializers.ListField(child=serializers.IntegerField(), help_text="Stop working on these")
+
+
 class HeartbeatOutputSerializer(serializers.Serializer):
     commands = CommandOutputSerializer(many=True)
     heartbeat_interval_s = serializers.IntegerField()
     status = serializers.CharField()
+    tasks = LeasesOutputSerializer(required=False, help_text="Present when task_ids were sent")
 
 
 class CommandAckInputSerializer(StrictSerializer):

@@ -1,7 +1,5 @@
 """Agent API: thin adapters over apps.agents.services / selectors."""
 
-from dataclasses import asdict
-
 from django.conf import settings
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import status
@@ -69,7 +67,7 @@ class AgentHeartbeatApi(APIView):
         data = s.HeartbeatInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         result = services.agent_heartbeat_record(agent_id=agent_id, token=token, **data.validated_data)
-        return Response(asdict(result))
+        return Response(result.as_dict())
 
 
 class AgentGoodbyeApi(APIView):
