@@ -21,6 +21,36 @@ def django_db_modify_db_settings():
     default.setdefault("TEST", {})["NAME"] = f"test_{default['NAME']}_{os.getpid()}"
 
 
+@pytest.fixture(autouse=True)
+def _fast_password_hashing(settings):
+    """Same algorithm as production, far fewer rounds: making users costs nothing. Live
+    servers read the rounds from the hash, so they accept these passwords too."""
+    settings.PASSWORD_HASHERS = ["tests.e2e.support.FastPBKDF2PasswordHasher"]
+
+
+def metrics_tables_truncate() -> None:
+    """Empty the telemetry tables: plain SQL tables, not Django models, so the flush that
+    ends a transactional test leaves them full."""
+    from django.db import connection
+
+    from apps.metrics.schema import PARTITIONED
+
+    with connection.cursor() as cur:
+        cur.execute(f"TRUNCATE {', '.join([*PARTITIONED, 'metrics_rollup_pending'])}")
+
+
+@pytest.fixture(autouse=True)
+def _telemetry_tables_clean(request):
+    """After a transactional test, no samples are left for the next one to see."""
+    yield
+    marker = request.node.get_closest_marker("django_db")
+    transactional = "transactional_db" in request.fixturenames or (marker is not None and marker.kwargs.get("transaction"))
+    if transactional:
+        django_db_blocker = request.getfixturevalue("django_db_blocker")
+        with django_db_blocker.unblock():
+            metrics_tables_truncate()
+
+
 def make_user(username: str, role: Role | None):
     user = get_user_model().objects.create_user(username=username, password="pw-" + username)
     if role is not None:

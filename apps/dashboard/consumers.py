@@ -4,6 +4,9 @@ Events carry agent ids only. Each socket collects the ids it hears about and ren
 them at most once per PULSEGUARD_LIVE_COALESCE_MS, so a browser gets a few frames a
 second however many agents change, and a burst on one agent costs one render.
 The reader's role is checked on connect and again before every frame.
+
+Three kinds of page listen: the fleet page (`/ws/live/`), one agent's page
+(`?agent=<id>`) and the fleet GPU page (`?page=gpus`).
 """
 
 import asyncio
@@ -34,6 +37,7 @@ class LiveConsumer(AsyncWebsocketConsumer):
             return
         query = parse_qs(self.scope.get("query_string", b"").decode())
         self.agent_id = _uuid_or_none((query.get("agent") or [None])[0])
+        self.page = "gpus" if (query.get("page") or [None])[0] == "gpus" and self.agent_id is None else "fleet"
         self.pending: set[str] = set()
         self.refresh_list = False
         self.flush_task: asyncio.Task | None = None
@@ -78,8 +82,13 @@ class LiveConsumer(AsyncWebsocketConsumer):
                 await self.send(text_data=html)
         except asyncio.CancelledError:
             raise
-        except Exception:
-            log.exception("live_flush_failed")
+        except Exception as exc:
+            # A page that navigates away while its frame is being sent (uvicorn says
+            # ClientDisconnected) is normal traffic, not an error worth a traceback.
+            if type(exc).__name__ == "ClientDisconnected":
+                log.debug("live_client_gone")
+            else:
+                log.exception("live_flush_failed")
         finally:
             self.flush_task = None
             if self.pending:
@@ -92,6 +101,8 @@ class LiveConsumer(AsyncWebsocketConsumer):
             return None
         if self.agent_id is not None:
             return render.agent_frame(agent_id=self.agent_id, user=user)
+        if self.page == "gpus":
+            return render.gpu_frame(agent_ids=ids, refresh_list=refresh, user=user)
         return render.fleet_frame(agent_ids=ids, refresh_list=refresh, user=user)
 
 

@@ -3,6 +3,8 @@
 from django.template.loader import render_to_string
 
 from apps.agents import selectors
+from apps.dashboard import telemetry
+from apps.metrics import selectors as metrics
 from apps.security.roles import Role, user_has_role
 
 
@@ -14,6 +16,10 @@ def _ctx(user, **extra) -> dict:
 MAX_ROWS_PER_FRAME = 100
 
 
+def _refresh_hint(list_id: str) -> str:
+    return f'<div id="live-refresh" hx-swap-oob="true" data-refresh="{list_id}"></div>'
+
+
 def fleet_frame(*, agent_ids, refresh_list: bool, user) -> str:
     parts = [render_to_string("dashboard/partials/fleet_counts.html", _ctx(user, counts=selectors.fleet_counts()))]
     if len(agent_ids) > MAX_ROWS_PER_FRAME:
@@ -21,10 +27,11 @@ def fleet_frame(*, agent_ids, refresh_list: bool, user) -> str:
         # cheaper than pushing thousands of rows it mostly does not show.
         refresh_list = True
     else:
-        for agent in selectors.agents_with_health(selectors.agent_rows(agent_ids=agent_ids)):
+        rows = telemetry.agents_with_telemetry(selectors.agents_with_health(selectors.agent_rows(agent_ids=agent_ids)))
+        for agent in rows:
             parts.append(render_to_string("dashboard/partials/agent_row.html", _ctx(user, agent=agent)))
     if refresh_list:
-        parts.append('<div id="live-refresh" hx-swap-oob="true" data-refresh="fleet-table"></div>')
+        parts.append(_refresh_hint("fleet-table"))
     return "".join(parts)
 
 
@@ -35,9 +42,53 @@ def agent_frame(*, agent_id, user) -> str:
     return render_to_string("dashboard/partials/agent_live.html", _ctx(user, **agent_context(agent)))
 
 
-def agent_context(agent) -> dict:
+def agent_context(agent, *, gpu_rows: bool = True) -> dict:
+    """What the agent page and its live frame show; `gpu_rows` adds the GPU tab's device table."""
+    agent = selectors.agents_with_health([agent])[0]
     return {
-        "agent": selectors.agents_with_health([agent])[0],
+        "agent": agent,
         "events": selectors.agent_event_list(agent_id=agent.pk),
         "commands": selectors.agent_command_list(agent_id=agent.pk),
+        "gpu_rows": telemetry.agent_gpu_rows(agent) if gpu_rows and agent.gpus else [],
+        "feed": telemetry.feed_attrs(telemetry.agent_feed(agent)),
     }
+
+
+def gpu_page_context(*, q: str = "") -> dict:
+    """The fleet GPU page: fleet-wide summary, and the devices of the agents matching q
+    (a name, hostname or model fragment, or a label as key=value)."""
+    devices = metrics.fleet_gpus()
+    shown = devices
+    if q:
+        ids = set(_matching_agent_ids(q))
+        shown = [d for d in devices if d.agent_id in ids]
+    summary = telemetry.gpu_summary(devices)
+    return {
+        "summary": summary,
+        "groups": telemetry.gpu_groups(shown),
+        "feed": telemetry.feed_attrs(telemetry.fleet_gpu_feed(summary)),
+    }
+
+
+def _matching_agent_ids(q: str) -> list[str]:
+    filters = {"label": q} if "=" in q else {"q": q}
+    return [str(pk) for pk in selectors.agent_list(filters=filters).values_list("pk", flat=True)]
+
+
+def gpu_frame(*, agent_ids, refresh_list: bool, user) -> str:
+    devices = metrics.fleet_gpus()
+    summary = telemetry.gpu_summary(devices)
+    parts = [
+        render_to_string("dashboard/partials/gpu_summary.html", _ctx(user, summary=summary)),
+        render_to_string("dashboard/partials/telemetry_feed.html",
+                         _ctx(user, feed=telemetry.feed_attrs(telemetry.fleet_gpu_feed(summary)))),
+    ]
+    if len(agent_ids) > MAX_ROWS_PER_FRAME:
+        refresh_list = True
+    else:
+        wanted = {str(a) for a in agent_ids}
+        for group in telemetry.gpu_groups([d for d in devices if d.agent_id in wanted]):
+            parts.append(render_to_string("dashboard/partials/gpu_group.html", _ctx(user, group=group)))
+    if refresh_list:
+        parts.append(_refresh_hint("gpu-table"))
+    return "".join(parts)

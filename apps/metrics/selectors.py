@@ -9,6 +9,7 @@ run (PULSEGUARD_ROLLUP_EVERY seconds): the current minute is recomputed every ru
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -356,3 +357,20 @@ def fleet_gpus(*, agent_ids=None) -> list[GpuDevice]:
                 reading=readings.get(gpu.get("index"), {}),
             ))
     return devices
+
+
+def gpu_processes(*, agent_id, minutes: int = 10) -> dict[int, list[dict]]:
+    """The processes each GPU of an agent reported last (within a few minutes), by index."""
+    since = timezone.now() - timedelta(minutes=minutes)
+    with connection.cursor() as cur:
+        cur.execute(
+            "SELECT DISTINCT ON (gpu_index) gpu_index, processes FROM metrics_gpu_sample "
+            "WHERE agent_id = %s AND ts >= %s AND processes IS NOT NULL ORDER BY gpu_index, ts DESC",
+            [str(agent_id), since],
+        )
+        rows = cur.fetchall()
+    out = {}
+    for index, procs in rows:
+        procs = json.loads(procs) if isinstance(procs, str) else procs  # Django's cursor leaves jsonb as text
+        out[index] = sorted(procs or [], key=lambda p: -(p.get("used_memory_bytes") or 0))
+    return out

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import datetime, timedelta
 from datetime import timezone as dt_timezone
@@ -126,24 +127,36 @@ UPDATE agents_agent SET readings = COALESCE(readings, '{}'::jsonb) || %s::jsonb 
 
 
 def _latest_readings(cur, *, agent_id, host: list[tuple], gpu: list[tuple]) -> None:
-    """The agent's row shows its latest host and GPU readings, whichever way they came."""
+    """The agent's row shows its latest host and GPU readings, whichever way they came.
+
+    A device's fields merge into what the row already had, so a sample that omits some
+    (clocks, ECC) does not blank them; `ts` is the newest sample's time.
+    """
     if not host and not gpu:
         return
     readings: dict = {}
+    newest = max([row[1] for row in host] + [row[1] for row in gpu])
     if host:
         latest = max(host, key=lambda row: row[1])
         names = [HOST_RENAMED_BACK.get(c, c) for c in HOST_COLUMNS]
         readings.update({name: value for name, value in zip(names, latest[2:]) if value is not None})
-        readings["ts"] = latest[1].isoformat()
+    readings["ts"] = newest.isoformat()
     if gpu:
         by_index: dict[int, tuple] = {}
         for row in gpu:
             if row[2] not in by_index or row[1] >= by_index[row[2]][1]:
                 by_index[row[2]] = row
-        readings["gpus"] = [
-            {"index": index, **{c: v for c, v in zip(GPU_COLUMNS, row[3:-1]) if v is not None}}
-            for index, row in sorted(by_index.items())
-        ]
+        cur.execute("SELECT readings->'gpus' FROM agents_agent WHERE id = %s", (agent_id,), prepare=True)
+        found = cur.fetchone()
+        previous = found[0] if found else None
+        if isinstance(previous, str):  # psycopg parses jsonb unless Django's loader is on this connection
+            previous = json.loads(previous)
+        before = {g.get("index"): g for g in (previous or []) if isinstance(g, dict)}
+        merged = dict(before)
+        for index, row in by_index.items():
+            fresh = {c: v for c, v in zip(GPU_COLUMNS, row[3:-1]) if v is not None}
+            merged[index] = {**before.get(index, {}), "index": index, **fresh}
+        readings["gpus"] = [merged[i] for i in sorted(merged)]
     cur.execute(_READINGS_SQL, (Jsonb(readings), agent_id), prepare=True)
     from apps.agents import events
 

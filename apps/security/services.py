@@ -6,7 +6,7 @@ from django.utils import timezone
 
 from apps.core.errors import AuthenticationFailed, NotFound
 from apps.core.tokens import API_PREFIX, token_hash, token_hint, token_make
-from apps.security.models import ApiToken
+from apps.security.models import ApiToken, AuditRecord
 
 # last_used_at is for people; writing it on every request would cost a row update each.
 _LAST_USED_GRANULARITY = timedelta(minutes=1)
@@ -50,3 +50,21 @@ def api_tokens_revoke(*, tokens) -> int:
     return ApiToken.objects.filter(pk__in=[t.pk for t in tokens], revoked_at__isnull=True).update(
         revoked_at=timezone.now()
     )
+
+
+def audit_record(*, actor, action: str, target: str = "", affected: int = 0, details: dict | None = None) -> AuditRecord:
+    """Write one audit record (who, what, aimed at what, how many affected). `actor` None is the system.
+
+    Called inside the caller's transaction, so an action that rolls back leaves no record.
+    """
+    user = actor if getattr(actor, "is_authenticated", False) else None
+    return AuditRecord.objects.create(
+        actor=user,
+        actor_name=user.get_username() if user is not None else "system",
+        action=action,
+        target=target[:300],
+        affected=max(0, int(affected)),
+        details=details or {},
+        created_at=timezone.now(),
+    )
+

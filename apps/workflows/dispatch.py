@@ -36,8 +36,11 @@ log = structlog.get_logger(__name__)
 
 def tasks_dispatch(*, limit: int = 200) -> dict[str, int]:
     """Send queued Celery tasks to their queues; returns counts (dispatched, waiting)."""
+    from apps.workflows.controls import dispatch_paused
     from apps.workflows.tasks import task_run
 
+    if dispatch_paused():
+        return {"dispatched": 0, "waiting": 0}
     now = timezone.now()
     sent: list[tuple[int, str, str, int]] = []
     waiting = 0
@@ -89,11 +92,22 @@ _START_SQL_FIELDS = ("state", "agent", "lease_expires_at", "started_at", "dispat
 
 @transaction.atomic
 def task_start_dispatched(*, task_id: int, token: str, worker: Agent) -> Task | None:
-    """The worker takes the task it was sent, if it is still the one that was sent."""
+    """The worker takes the task it was sent, if it is still the one that was sent.
+
+    While dispatch is paused, a message sent before the pause starts nothing: the task
+    goes back to be dispatched again after the resume.
+    """
+    from apps.workflows.controls import dispatch_paused
+
     now = timezone.now()
     task = (Task.objects.select_for_update()
             .filter(pk=task_id, state=TaskState.QUEUED, dispatch_token=token).first())
     if task is None:
+        return None
+    if dispatch_paused():
+        task.dispatched_at = task.dispatch_token = None
+        task.wait_reason = "dispatch is paused; it will be sent again on resume"
+        task.save(update_fields=["dispatched_at", "dispatch_token", "wait_reason"])
         return None
     number = (TaskAttempt.objects.filter(task=task).order_by("-number").values_list("number", flat=True).first() or 0) + 1
     task.state, task.agent = TaskState.RUNNING, worker

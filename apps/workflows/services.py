@@ -185,10 +185,15 @@ class Claimed:
 def tasks_claim(*, agent, limit: int = 1) -> list[Claimed]:
     """Lease up to `limit` queued tasks this agent can run (capabilities, GPU memory).
 
-    Nothing for an agent that is not online, is draining, is isolated or whose circuit
+    Nothing while dispatch is paused (controls.py), nor for an agent that is not
+    online, is draining, is isolated or whose circuit
     breaker is open (one task at a time while it is half-open). Each claimed
     task gets a running attempt; the agent must renew the lease before it expires.
     """
+    from apps.workflows.controls import dispatch_paused
+
+    if dispatch_paused():  # maintenance mode: no new work for anyone
+        return []
     limit = max(1, min(limit, MAX_CLAIM))
     with transaction.atomic(), connection.cursor() as cur:
         cur.execute(_CLAIM_SQL, {"agent": agent.pk, "now": timezone.now(), "limit": limit, **breaker.params()})

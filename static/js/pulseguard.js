@@ -30,7 +30,11 @@
   document.addEventListener("DOMContentLoaded", function () {
     tick();
     setInterval(tick, 1000);
-    if (!document.querySelector("[ws-connect]")) setLive("off", "not live");
+    if (!document.querySelector("[ws-connect]")) {
+      // Pages that re-read themselves (LLM usage) say so; others are not live at all.
+      if (document.querySelector("[data-refresh], [hx-trigger^='every']")) setLive("poll", "refreshes each minute");
+      else setLive("off", "not live");
+    }
   });
   // Codes the ws extension reconnects on; anything else ends live updates for this page.
   var RETRIED = [1006, 1011, 1012, 1013];
@@ -53,7 +57,8 @@
   document.addEventListener("htmx:wsError", function () { setLive("off", "reconnecting"); });
 
   // Re-read the live parts of this page (same URL, same filters) and put them in place.
-  var LIVE_IDS = ["fleet-counts", "fleet-table", "agent-head", "agent-body", "agent-events"];
+  var LIVE_IDS = ["fleet-counts", "fleet-table", "agent-head", "agent-body", "agent-events", "agent-now", "gpu-devices",
+    "gpu-summary", "gpu-table", "telemetry-feed"];
   function resync() {
     fetch(window.location.href, { credentials: "same-origin", headers: { Accept: "text/html" } })
       .then(function (r) { return r.ok && !r.redirected ? r.text() : null; })
@@ -114,7 +119,7 @@
       return;
     }
     // A row or panel that changed under the operator's eyes glows for a moment.
-    if (incoming && incoming.classList && (incoming.tagName === "TR" || incoming.id === "agent-head")) {
+    if (incoming && incoming.classList && (incoming.tagName === "TR" || incoming.tagName === "TBODY" || incoming.id === "agent-head")) {
       incoming.classList.remove("live-changed");
       void incoming.offsetWidth; // restart the animation
       incoming.classList.add("live-changed");

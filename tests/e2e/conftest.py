@@ -92,9 +92,16 @@ def live_server_process(django_db_setup, django_db_blocker):
 
 @pytest.fixture
 def live_url(live_server_process, transactional_db, settings):
-    """The server's base URL; the test's writes are committed, so the server sees them."""
+    """The server's base URL; the test's writes are committed, so the server sees them.
+
+    The telemetry tables are emptied before and after (the flush that ends the test does
+    not reach them), so no test sees another's samples."""
+    from tests.e2e.support import metrics_tables_truncate
+
     settings.PASSWORD_HASHERS = ["tests.e2e.support.FastPBKDF2PasswordHasher"]
-    return live_server_process
+    metrics_tables_truncate()
+    yield live_server_process
+    metrics_tables_truncate()
 
 
 # --- the browser -------------------------------------------------------------------------

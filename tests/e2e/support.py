@@ -217,3 +217,137 @@ def seed_fleet(*, enrollment_key: str, operator=None) -> dict[str, str]:
         elif fate == "offline":
             services.agent_goodbye(agent=Agent.objects.get(pk=ids[name]))
     return ids
+
+
+# --- telemetry for the seeded fleet: hours of host and GPU samples, a day of LLM calls ----
+
+# Roughly what each model's calls look like: tokens in, tokens out, latency ms, calls per hour.
+_LLM_PROFILE = {
+    "gpt-4o": (2400, 420, 1900, 16), "claude-sonnet-4": (5200, 700, 4200, 10),
+    "llama-3.1-70b-instruct": (3100, 900, 2600, 22), "mistral-large-latest": (1400, 260, 1500, 6),
+    "claude-opus-4-20250514-extended-thinking": (9000, 2400, 21000, 3), "claude-3-5-haiku": (900, 180, 700, 8),
+    "qwen2.5-72b-instruct": (2800, 1200, 3800, 5), "text-embedding-3-large": (600, 0, 120, 40),
+    "gpt-4.1": (3600, 800, 3100, 9), "o3-mini": (1800, 2200, 9000, 4), "gpt-4o-mini": (1200, 300, 900, 12),
+}
+_ERRORS = ["rate_limit", "timeout", "server_error"]
+
+
+def _iso(ts) -> str:
+    return ts.isoformat()
+
+
+def _walk(rng, n: int, end: float, lo: float, hi: float, spread: float) -> list[float]:
+    """A bounded random walk of n values that ends at `end` (the reading the row shows)."""
+    values, v = [end], end
+    for _ in range(n - 1):
+        v = min(hi, max(lo, v + rng.uniform(-spread, spread)))
+        values.append(v)
+    return values[::-1]
+
+
+def fleet_samples(ids: dict[str, str], *, hours: float = 3, llm_hours: float = 24, every_s: int = 60) -> dict[str, list]:
+    """Realistic telemetry batches for FLEET, by agent id: host and GPU samples every
+    `every_s` over the last `hours` (ending where each agent stopped reporting, at the
+    readings seed_fleet gave it) and LLM calls over the last `llm_hours`."""
+    import math
+    import random
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    now = timezone.now().replace(microsecond=0)
+    batches: dict[str, list] = {}
+    for name, kind, model, provider, labels, host, state, cpu, mem_used, latency, gpu_r, fate in FLEET:
+        rng = random.Random(name)
+        samples: list[dict] = []
+        silent_for = {"stale": 14 * 60, "offline": 40 * 60, "late": 48}.get(fate, 20)
+        last = now - timedelta(seconds=silent_for)
+        n = int(hours * 3600 / every_s)
+        times = [last - timedelta(seconds=every_s * (n - 1 - i)) for i in range(n)]
+        cpus = _walk(rng, n, cpu, 0, 100, 6)
+        mems = _walk(rng, n, mem_used * GiB, 0.2 * mem_used * GiB, host["mem"] * GiB, 0.02 * mem_used * GiB + 0.05 * GiB)
+        disk_total = (2000 if host["cpu_count"] >= 32 else 500) * GiB
+        for i, ts in enumerate(times):
+            busy = cpus[i] / 100
+            samples.append({
+                "kind": "host", "ts": _iso(ts), "cpu_percent": round(cpus[i], 1),
+                "load1": round(busy * host["cpu_count"] * rng.uniform(0.8, 1.2), 2),
+                "load5": round(busy * host["cpu_count"], 2), "load15": round(busy * host["cpu_count"] * 0.95, 2),
+                "memory_used_bytes": int(mems[i]), "memory_total_bytes": host["mem"] * GiB,
+                "disk_used_bytes": int(disk_total * 0.41 + i * 2**20), "disk_total_bytes": disk_total,
+                "disk_read_bytes_per_s": round(rng.uniform(0.2, 1.5) * busy * 80 * 2**20, 1),
+                "disk_write_bytes_per_s": round(rng.uniform(0.2, 1.0) * busy * 30 * 2**20, 1),
+                "net_rx_bytes_per_s": round((0.5 + busy) * rng.uniform(4, 9) * 2**20, 1),
+                "net_tx_bytes_per_s": round((0.5 + busy) * rng.uniform(1, 3) * 2**20, 1),
+            })
+        gpu_name, gpu_count, gpu_mem = host.get("gpus") or ("", 0, 0)
+        for index in range(gpu_count if gpu_r else 0):
+            utils = _walk(rng, n, gpu_r[0][index % len(gpu_r[0])], 0, 100, 7)
+            temps = _walk(rng, n, gpu_r[1][index % len(gpu_r[1])], 30, 90, 1.5)
+            total = gpu_mem * GiB
+            limit = 700 if "H100" in gpu_name else 400 if "A100" in gpu_name else 450 if "4090" in gpu_name else 72
+            for i, ts in enumerate(times):
+                u = utils[i]
+                used = int(total * min(0.97, 0.08 + u / 110))
+                sample = {
+                    "kind": "gpu", "ts": _iso(ts), "index": index, "utilization_percent": round(u, 1),
+                    "memory_util_percent": round(u * 0.62, 1), "memory_used_bytes": used, "memory_free_bytes": total - used,
+                    "memory_total_bytes": total, "temperature_c": round(temps[i], 1),
+                    "power_w": round(limit * (0.12 + 0.82 * u / 100), 1), "power_limit_w": float(limit),
+                    "sm_clock_mhz": float(1980 if u > 20 else 345), "mem_clock_mhz": 2619.0 if "H100" in gpu_name else 1593.0,
+                    "ecc_sbe_total": 2 if (name, index) == ("gpu-worker-h100-01", 2) else 0, "ecc_dbe_total": 0,
+                    "xid_errors": 1 if (name, index) == ("gpu-worker-h100-01", 2) else 0,
+                }
+                if i == n - 1 and u > 5:
+                    sample["processes"] = [{"pid": 4200 + index, "name": "python" if kind == "worker" else "vllm",
+                                            "used_memory_bytes": used - 512 * 2**20}]
+                samples.append(sample)
+        if model and fate != "offline":
+            t_in, t_out, lat, per_hour = _LLM_PROFILE.get(model, (1500, 300, 1500, 8))
+            calls = int(per_hour * llm_hours)
+            for _ in range(calls):
+                ago = rng.uniform(silent_for, llm_hours * 3600)
+                ts = now - timedelta(seconds=ago)
+                # Busier in the (UTC) working day.
+                if rng.random() > 0.55 + 0.45 * math.sin(math.pi * ((ts.hour - 6) % 24) / 24):
+                    continue
+                failed = rng.random() < (0.09 if provider == "anthropic" else 0.025)
+                call = {
+                    "kind": "llm", "ts": _iso(ts), "provider": provider, "model": model,
+                    "tokens_in": int(t_in * rng.uniform(0.4, 1.6)), "tokens_out": 0 if failed else int(t_out * rng.uniform(0.3, 1.7)),
+                    "latency_ms": round(lat * rng.lognormvariate(0, 0.45), 1), "status": "error" if failed else "ok",
+                }
+                if failed:
+                    call["error_type"] = rng.choice(_ERRORS)
+                elif rng.random() < 0.3:
+                    call["tokens_cached"] = int(call["tokens_in"] * 0.6)
+                samples.append(call)
+        batches[ids[name]] = samples
+    return batches
+
+
+METRICS_TABLES = [
+    "metrics_host_sample", "metrics_gpu_sample", "metrics_llm_call", "metrics_custom_sample", "metrics_host_1m",
+    "metrics_host_1h", "metrics_gpu_1m", "metrics_gpu_1h", "metrics_llm_1m", "metrics_llm_1h", "metrics_rollup_pending",
+]
+
+
+def metrics_tables_truncate() -> None:
+    from tests.conftest import metrics_tables_truncate as truncate
+
+    truncate()
+
+
+def seed_telemetry(ids: dict[str, str], **kwargs) -> dict[str, int]:
+    """Ingest fleet_samples() through the service (as agents would) and roll them up.
+
+    Publishes live events: call it through `in_thread` while a browser is running."""
+    from apps.metrics import services
+
+    counts = {"host": 0, "gpu": 0, "llm": 0, "custom": 0}
+    for agent_id, samples in fleet_samples(ids, **kwargs).items():
+        for i in range(0, len(samples), 5000):
+            for k, v in services.metrics_ingest(agent_id=agent_id, samples=samples[i:i + 5000]).items():
+                counts[k] += v
+    services.metrics_rollup()
+    return counts

@@ -11,7 +11,7 @@ from playwright.sync_api import expect
 from apps.agents import services
 from apps.security.roles import Role
 from tests.conftest import make_user
-from tests.e2e.support import ARTIFACTS, FLEET, in_thread, login, seed_fleet, wait_live
+from tests.e2e.support import ARTIFACTS, FLEET, in_thread, login, seed_fleet, seed_telemetry, wait_live
 
 pytestmark = pytest.mark.e2e
 
@@ -50,6 +50,8 @@ def test_pages_look_right_with_a_realistic_fleet(new_page, live_url):
     # The whole fleet enrolls while the page is open: it fills in by itself.
     ids = in_thread(seed_fleet, enrollment_key=key, operator=operator)
     expect(page.locator("#agent-rows tr")).to_have_count(len(FLEET))
+    # An hour of telemetry, so the rows show tokens per minute beside CPU, memory and GPU.
+    in_thread(seed_telemetry, ids, hours=1, llm_hours=1)
     page.reload()
     wait_live(page)
     fates = [row[-1] for row in FLEET]

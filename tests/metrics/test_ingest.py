@@ -222,3 +222,15 @@ def test_ingest_creates_a_missing_partition_and_retries(agent_and_token):
         cur.execute(f"DROP TABLE metrics_host_sample_p{today}")
     services.metrics_ingest(agent_id=agent.pk, samples=[host(minutes_ago(0))])
     assert count("metrics_host_sample") == 1
+
+
+def test_the_agent_row_keeps_device_fields_a_sample_omits(agent_and_token):
+    agent, _ = agent_and_token
+    t0 = minutes_ago(2)
+    services.metrics_ingest(agent_id=agent.pk, samples=[gpu(t0, 0, sm_clock_mhz=1980.0, ecc_sbe_total=2)])
+    t1 = minutes_ago(1)
+    services.metrics_ingest(agent_id=agent.pk, samples=[gpu(t1, 0, utilization_percent=10.0)])
+    readings = Agent.objects.get(pk=agent.pk).readings
+    (device,) = readings["gpus"]
+    assert (device["utilization_percent"], device["sm_clock_mhz"], device["ecc_sbe_total"]) == (10.0, 1980.0, 2)
+    assert readings["ts"] == t1.isoformat()  # a GPU-only batch moves the time too

@@ -357,3 +357,26 @@ def test_a_heartbeat_renews_the_leases_it_names(worker, enrollment_key):
     assert r.status_code == 200 and r.json()["tasks"] == {"renewed": [task.pk], "lost": []}
     r = agent_client(token).post(f"/api/v1/agents/{agent.pk}/heartbeat", {"state": "busy"}, format="json")
     assert "tasks" not in r.json()
+
+
+def test_while_dispatch_is_paused_nobody_gets_work(worker, operator):
+    from apps.workflows import controls, dispatch
+
+    agent, _ = worker
+    task = _task()
+    echo = services.task_create(kind="demo.echo", payload={})[0]
+    try:
+        controls.dispatch_pause(actor=operator, reason="maintenance")
+        assert services.tasks_claim(agent=agent) == []
+        assert dispatch.tasks_dispatch() == {"dispatched": 0, "waiting": 0}
+        controls.dispatch_resume(actor=operator, reason="done")
+        assert [c.id for c in services.tasks_claim(agent=agent)] == [task.pk]
+        assert dispatch.tasks_dispatch()["dispatched"] == 1
+        echo.refresh_from_db()
+        # A message sent before a pause starts nothing during it; it is sent again after.
+        controls.dispatch_pause(actor=operator, reason="again")
+        assert dispatch.task_start_dispatched(task_id=echo.pk, token=str(echo.dispatch_token), worker=agent) is None
+        echo.refresh_from_db()
+        assert echo.dispatched_at is None and "paused" in echo.wait_reason
+    finally:
+        controls.dispatch_paused_forget()
