@@ -133,22 +133,32 @@ _CLAIM_SQL = """
 WITH me AS (
     -- The agent, if it may take work now: online, not draining, breaker not open
     -- (breaker.py); a half-open breaker lets one trial task through at a time.
-    SELECT a.id, a.capabilities, a.readings, a.host, (b.n = %(breaker_n)s AND b.failures = b.n) AS tripped
+    SELECT a.id, a.name, a.capabilities, a.readings, a.host, (b.n = %(breaker_n)s AND b.failures = b.n) AS tripped
     FROM agents_agent a LEFT JOIN LATERAL (""" + LATEST_SQL + """) b ON true
     WHERE a.id = %(agent)s AND a.status = 'online' AND a.state <> 'draining'
       AND NOT (b.n = %(breaker_n)s AND b.failures = b.n AND (
             b.last_end > %(now)s - make_interval(secs => %(breaker_cooldown)s)
             OR EXISTS (SELECT 1 FROM workflows_taskattempt x WHERE x.agent_id = a.id AND x.outcome = 'running')))
+), devices AS (
+    -- The agent's GPUs: free memory from its latest readings, minus what the GPU tasks
+    -- it already holds there will use (the readings may predate them).
+    SELECT (g->>'index')::int AS idx, COALESCE((g->>'utilization_percent')::float8, 0) AS util,
+           COALESCE((g->>'memory_total_bytes')::bigint - COALESCE((g->>'memory_used_bytes')::bigint, 0), 0)
+             - COALESCE((SELECT sum(x.vram_mb) FROM workflows_task x
+                         WHERE x.agent_id = me.id AND x.state IN ('leased', 'running')
+                           AND x.gpu_index = (g->>'index')::int), 0)::bigint * 1048576 AS free_bytes
+    FROM me, jsonb_array_elements(COALESCE(me.readings->'gpus', me.host->'gpus', '[]'::jsonb)) g
 ), picked AS (
-    SELECT t.id FROM workflows_task t, me
+    SELECT t.id, (SELECT d.idx FROM devices d WHERE t.resource_class = 'gpu'
+                    AND d.free_bytes >= COALESCE(t.vram_mb, 0)::bigint * 1048576
+                  ORDER BY d.util, d.free_bytes DESC LIMIT 1) AS gpu_index
+    FROM workflows_task t, me
     WHERE t.state = 'queued' AND t.runner = 'agent'
       AND (t.not_before IS NULL OR t.not_before <= %(now)s)
       AND t.required_capabilities <@ me.capabilities
       AND (t.assigned_agent_id IS NULL OR t.assigned_agent_id = me.id)
       AND (t.resource_class = 'cpu' OR EXISTS (
-            SELECT 1 FROM jsonb_array_elements(COALESCE(me.readings->'gpus', me.host->'gpus', '[]'::jsonb)) g
-            WHERE COALESCE((g->>'memory_total_bytes')::bigint - COALESCE((g->>'memory_used_bytes')::bigint, 0), 0)
-                  >= COALESCE(t.vram_mb, 0)::bigint * 1048576))
+            SELECT 1 FROM devices d WHERE d.free_bytes >= COALESCE(t.vram_mb, 0)::bigint * 1048576))
     ORDER BY t.priority DESC, t.id
     LIMIT (SELECT CASE WHEN tripped THEN 1 ELSE %(limit)s END FROM me)
     FOR UPDATE OF t SKIP LOCKED
@@ -156,7 +166,9 @@ WITH me AS (
     UPDATE workflows_task t SET
         state = 'leased', agent_id = %(agent)s, wait_reason = '',
         lease_expires_at = %(now)s + make_interval(secs => t.attempt_timeout_s),
-        started_at = COALESCE(t.started_at, %(now)s)
+        started_at = COALESCE(t.started_at, %(now)s),
+        gpu_index = picked.gpu_index,
+        gpu_node = CASE WHEN picked.gpu_index IS NULL THEN '' ELSE (SELECT name FROM me) END
     FROM picked WHERE t.id = picked.id
     RETURNING t.id, t.kind, t.payload, t.priority, t.lease_expires_at, t.attempt_timeout_s, t.resource_class, t.vram_mb
 ), attempts AS (
@@ -222,7 +234,10 @@ def _holder_refusal(*, agent, task_id) -> ApplicationError:
     if task is None:
         return NotFound(f"No task {task_id}", code="unknown_task")
     if task.state in FINAL_STATES:
-        return Conflict(f"Task {task_id} is already {task.state}", code="already_finished")
+        # The state lets a holder whose first completion's answer was lost see that it
+        # did land (succeeded) rather than being cancelled under it.
+        return Conflict(f"Task {task_id} is already {task.state}", code="already_finished",
+                        fields={"state": task.state})
     if task.agent_id != agent.pk or task.state not in ACTIVE_STATES:
         return Conflict(f"Task {task_id} is not held by this agent", code="not_holder")
     return Conflict(f"The lease on task {task_id} expired; it has been or will be given to another agent",

@@ -380,3 +380,21 @@ def test_while_dispatch_is_paused_nobody_gets_work(worker, operator):
         assert echo.dispatched_at is None and "paused" in echo.wait_reason
     finally:
         controls.dispatch_paused_forget()
+
+
+def test_gpu_claims_pick_a_device_and_count_what_the_agent_already_holds(enrollment_key):
+    box, token = register(enrollment_key, "gpu-box", host={"gpus": [
+        {"index": 0, "memory_total_bytes": 80 * 2**30}, {"index": 1, "memory_total_bytes": 80 * 2**30}]})
+    from apps.agents import services as agent_services
+
+    agent_services.agent_heartbeat_record(agent_id=box.pk, token=token, state="idle", readings={"gpus": [
+        {"index": 0, "memory_total_bytes": 80 * 2**30, "memory_used_bytes": 10 * 2**30, "utilization_percent": 50.0},
+        {"index": 1, "memory_total_bytes": 80 * 2**30, "memory_used_bytes": 30 * 2**30, "utilization_percent": 5.0}]})
+    jobs = [_task(kind="model.train", resources={"class": "gpu", "vram_mb": 40_000}) for _ in range(3)]
+    first = services.tasks_claim(agent=box)
+    assert Task.objects.get(pk=first[0].id).gpu_index == 1  # least utilised with room
+    second = services.tasks_claim(agent=box)
+    assert Task.objects.get(pk=second[0].id).gpu_index == 0  # GPU 1 now holds 40 GB of the 50 free
+    # Both GPUs are spoken for, whatever the (older) readings say.
+    assert services.tasks_claim(agent=box) == []
+    assert Task.objects.get(pk=jobs[2].pk).state == "queued"
