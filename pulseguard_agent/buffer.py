@@ -16,11 +16,13 @@ from datetime import datetime
 from typing import Any
 
 from pulseguard_agent.samples import llm_call_sample, metric_sample, prepare
+from pulseguard_agent.worker import current_task
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_SAMPLES = 100_000
 DEFAULT_FLUSH_AT = 1000
+_ARGS_WITH_TASK_ID = 12  # this many positional arguments after provider and model include task_id
 
 
 class TelemetryBuffer:
@@ -87,7 +89,14 @@ class TelemetryBuffer:
             return [self._samples.popleft() for _ in range(n)]
 
     def record_llm_call(self, provider: str, model: str, *args: Any, **fields: Any) -> dict:
-        """Queue one LLM call (arguments as `record_llm_call` below); returns the sample."""
+        """Queue one LLM call (arguments as `record_llm_call` below); returns the sample.
+
+        Inside a task handler run by the SDK, `task_id` defaults to the task's id.
+        """
+        if fields.get("task_id") is None and len(args) < _ARGS_WITH_TASK_ID:
+            task = current_task()
+            if task is not None:
+                fields["task_id"] = str(task.id)
         sample = llm_call_sample(provider, model, *args, **fields)
         self.add(sample)
         return sample
@@ -128,7 +137,8 @@ def record_llm_call(
     """Record one LLM call in the process-wide buffer; the running AgentRunner sends it.
 
     Calls recorded before the runner starts are kept (up to the buffer's bound) and sent
-    with its first batch. Raises ValueError for values the server would refuse.
+    with its first batch. In a task handler run by the SDK, `task_id` defaults to the
+    task's id. Raises ValueError for values the server would refuse.
     """
     return _default.record_llm_call(
         provider, model, operation=operation, tokens_in=tokens_in, tokens_out=tokens_out,

@@ -9,6 +9,7 @@ Exit codes: 0 clean stop, 1 refused by the server, 2 bad usage, 75 restart reque
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import logging
 import os
@@ -61,6 +62,12 @@ def build_parser() -> argparse.ArgumentParser:
                      help="take over an agent already registered under this name")
     run.add_argument("--on-restart", choices=["log", "exit"], default="log",
                      help="on a restart command: only log it, or exit with code 75 for a supervisor to restart")
+    tasks = run.add_argument_group("tasks")
+    tasks.add_argument("--task-handler", default=None, metavar="MODULE:FUNCTION",
+                       help="work the task queue: FUNCTION(kind, payload) -> dict runs each claimed task")
+    tasks.add_argument("--task-concurrency", type=int, default=1, help="tasks run at once (default 1)")
+    tasks.add_argument("--task-grace", type=float, default=25.0,
+                       help="seconds running tasks get to finish on SIGTERM (default 25)")
     telemetry = run.add_argument_group("telemetry")
     telemetry.add_argument("--no-telemetry", dest="telemetry", action="store_false", default=None,
                            help="heartbeats only: no host/GPU/LLM samples [PULSEGUARD_TELEMETRY=false]")
@@ -87,6 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--no-telemetry", dest="telemetry", action="store_false", default=True,
                      help="heartbeats only: no host/GPU/LLM samples")
     sim.add_argument("--spool-dir", default=None, help="spool each agent's unsent batches here (default: none)")
+    sim.add_argument("--tasks", action="store_true", default=False,
+                     help="work the task queue: claim, work, complete or fail the tasks each agent can run")
     sim.set_defaults(func=_simulate)
 
     inventory = commands.add_parser("inventory", parents=[common], help="print what this machine would report")
@@ -126,6 +135,9 @@ def _run(args: argparse.Namespace) -> int:
             model=args.model, provider=args.provider, version=args.agent_version, replace=args.replace,
             telemetry=telemetry,
         )
+        task_handler = _import_handler(args.task_handler) if args.task_handler else None
+        if not 1 <= args.task_concurrency <= 50:
+            raise ValueError("--task-concurrency must be between 1 and 50")
         client = Client(config.url, timeout=args.timeout)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -139,7 +151,8 @@ def _run(args: argparse.Namespace) -> int:
         runner.stop()
 
     runner = AgentRunner(client, config=config, interval_s=args.interval,
-                         on_restart=exit_for_restart if args.on_restart == "exit" else None)
+                         on_restart=exit_for_restart if args.on_restart == "exit" else None,
+                         task_handler=task_handler, task_concurrency=args.task_concurrency, task_grace_s=args.task_grace)
     runner.install_signal_handlers()
     try:
         runner.run()
@@ -154,6 +167,20 @@ def _run(args: argparse.Namespace) -> int:
     return EXIT_RESTART if restart_requested else 0
 
 
+def _import_handler(spec: str):
+    """`package.module:function` -> the function; ValueError with the reason otherwise."""
+    module_name, _, name = spec.partition(":")
+    if not module_name or not name:
+        raise ValueError(f"--task-handler must look like package.module:function (got {spec!r})")
+    try:
+        handler = getattr(importlib.import_module(module_name), name)
+    except (ImportError, AttributeError) as exc:
+        raise ValueError(f"--task-handler {spec}: {exc}") from exc
+    if not callable(handler):
+        raise ValueError(f"--task-handler {spec} is not callable")
+    return handler
+
+
 def _simulate(args: argparse.Namespace) -> int:
     try:
         problem = _require_server(args)
@@ -163,7 +190,7 @@ def _simulate(args: argparse.Namespace) -> int:
             args.url, args.enrollment_key, agents=args.agents, prefix=args.prefix, fail_rate=args.fail_rate,
             silent_rate=args.silent_rate, interval=args.interval, seed=args.seed, workers=args.workers,
             timeout=args.timeout, telemetry=args.telemetry, metrics_interval=args.metrics_interval,
-            spool_dir=args.spool_dir,
+            spool_dir=args.spool_dir, tasks=args.tasks,
         )
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -1,9 +1,10 @@
-"""HTTP client for the PulseGuard agent API (register, heartbeat, ack, goodbye, metrics).
+"""HTTP client for the PulseGuard agent API (register, heartbeat, ack, goodbye, metrics, tasks).
 
-Two persistent connections per `Client` (see transport.py): one for the control path
-(register, heartbeat, acks) and one for telemetry, so a large batch upload never holds
-up a heartbeat. Retries with backoff for transient failures live here, where the
-meaning of each status code is known.
+Persistent connections per `Client` (see transport.py), each opened on first use: one for
+the control path (register, heartbeat, acks), one for telemetry, one for task claims and
+one for the other task calls, so a large batch upload or a claim waiting 20 s for work
+never holds up a heartbeat or a lease renewal. Retries with backoff for transient
+failures live here, where the meaning of each status code is known.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from urllib.parse import quote, urlsplit
 
 from pulseguard_agent._version import __version__
 from pulseguard_agent.backoff import Backoff
-from pulseguard_agent.errors import PulseGuardError, ServerUnavailable
+from pulseguard_agent.errors import ERROR_TYPES, TASK_LOST_CODES, PulseGuardError, ServerUnavailable, TaskLost
 from pulseguard_agent.samples import chunks, encode_batch, prepare
 from pulseguard_agent.transport import Connection
 
@@ -30,6 +31,9 @@ log = logging.getLogger(__name__)
 USER_AGENT = f"pulseguard-agent/{__version__} python/{platform.python_version()}"
 _MAX_RETRY_AFTER_S = 300.0
 _MAX_ACK_MESSAGE = 1000  # the server rejects longer messages; an exception text may be longer
+_MAX_FAIL_MESSAGE = 4000
+MAX_CLAIM = 50  # tasks per claim, the server's limit
+MAX_WAIT_S = 30.0  # the server's longest long poll
 
 
 class Client:
@@ -72,6 +76,8 @@ class Client:
         self._prefix = parts.path.rstrip("/")
         self._connection = Connection(parts.scheme, parts.hostname, parts.port, timeout, ssl_context)
         self._metrics_connection = Connection(parts.scheme, parts.hostname, parts.port, timeout, ssl_context)
+        self._claim_connection = Connection(parts.scheme, parts.hostname, parts.port, timeout, ssl_context)
+        self._task_connection = Connection(parts.scheme, parts.hostname, parts.port, timeout, ssl_context)
 
     # --- the API ---------------------------------------------------------------------
 
@@ -124,15 +130,20 @@ class Client:
         self.last_latency_ms = None  # a new identity starts a new latency series
         return data
 
-    def heartbeat(self, state: str = "idle", readings: Mapping[str, Any] | None = None, *, attempts: int | None = None) -> dict:
-        """Report state (and readings); returns `{"commands": [...], "heartbeat_interval_s", "status"}`.
+    def heartbeat(self, state: str = "idle", readings: Mapping[str, Any] | None = None, *,
+                  task_ids: Iterable[int] | None = None, attempts: int | None = None) -> dict:
+        """Report state (and readings); returns `{"commands": [...], "heartbeat_interval_s", "status", "tasks"}`.
 
-        The round trip of this heartbeat is measured and sent as `latency_ms` with the
-        next one, so the server sees the latency its agents actually experience.
+        `task_ids` (the tasks this agent holds) renews their leases too: `tasks` in the
+        answer is then `{"renewed": [...], "lost": [...]}`. The round trip of this
+        heartbeat is measured and sent as `latency_ms` with the next one, so the server
+        sees the latency its agents actually experience.
         """
         body: dict[str, Any] = {"state": state}
         if readings is not None:
             body["readings"] = dict(readings)
+        if task_ids:
+            body["task_ids"] = [int(i) for i in task_ids]
         if self.last_latency_ms is not None:
             body["latency_ms"] = self.last_latency_ms
         # A failed heartbeat measured nothing; do not report an older figure as the previous one.
@@ -179,10 +190,76 @@ class Client:
                                 content_encoding="gzip", connection=self._metrics_connection)
         return data
 
+    # --- tasks (docs/routing.md) -----------------------------------------------------
+
+    def claim_tasks(self, limit: int = 1, wait: float = 0, *, attempts: int | None = None) -> list[dict]:
+        """Lease up to `limit` tasks this agent can run, waiting up to `wait` seconds (at most 30) for one.
+
+        Returns the claimed tasks (`id`, `kind`, `payload`, `attempt`, `lease_expires_at`,
+        `attempt_timeout_s`, `resource_class`, `vram_mb`), or [] when none came in time.
+        The claim has its own connection, with a read timeout of `wait` plus the client
+        timeout, so a waiting claim holds up nothing else. Retried like every request: a
+        claim whose answer was lost leaves its tasks leased until their leases run out,
+        and the server then gives them out again.
+        """
+        if not 1 <= limit <= MAX_CLAIM:
+            raise ValueError(f"limit must be between 1 and {MAX_CLAIM} (got {limit})")
+        if not 0 <= wait <= MAX_WAIT_S:
+            raise ValueError(f"wait must be between 0 and {MAX_WAIT_S:g} seconds (got {wait})")
+        data, _ = self._request("POST", "/api/v1/tasks/claim", {"limit": int(limit), "wait": float(wait)},
+                                bearer=self._token(), attempts=attempts, connection=self._claim_connection,
+                                timeout=self.timeout + wait)
+        return list(data.get("tasks") or [])
+
+    def abort_claim(self) -> None:
+        """Make a claim waiting in another thread fail at once (ServerUnavailable); for a prompt shutdown.
+
+        Tasks the server leased in the answer that never arrives are given out again
+        when their leases run out, or at once after `goodbye()`.
+        """
+        self._claim_connection.interrupt()
+
+    def renew_tasks(self, task_ids: Iterable[int], *, attempts: int | None = None) -> dict:
+        """Extend the leases of tasks this agent holds; returns `{"renewed": [...], "lost": [...]}`.
+
+        Stop working on the tasks in `lost` (cancelled, reassigned, or the lease ran out).
+        """
+        ids = [int(i) for i in task_ids]
+        if not ids:
+            return {"renewed": [], "lost": []}
+        data, _ = self._request("POST", "/api/v1/tasks/renew", {"task_ids": ids}, bearer=self._token(),
+                                attempts=attempts, connection=self._task_connection)
+        return {"renewed": list(data.get("renewed") or []), "lost": list(data.get("lost") or [])}
+
+    def complete_task(self, task_id: int, result: Mapping[str, Any] | None = None, *, attempts: int | None = None) -> dict:
+        """Finish a task this agent holds with its `result` (a JSON object); returns the task.
+
+        Raises TaskLost if the agent no longer holds it (its `code` says why), and
+        ValueError or TypeError, before sending, for a result JSON cannot carry. A retry
+        after a lost answer may meet `already_finished`: the first try got through.
+        """
+        return self._task_action(task_id, "complete", {"result": dict(result or {})}, attempts)
+
+    def fail_task(self, task_id: int, error_type: str = "agent_error", message: str = "", retryable: bool = True, *,
+                  attempts: int | None = None) -> dict:
+        """Report that an attempt failed; the server retries the task per its policy. Returns the task.
+
+        `error_type` is one of timeout, connection, rate_limit, serialization, lease_lost,
+        agent_error, rejected, resource, cancelled, unknown (rejected and serialization are
+        never retried); `retryable=False` ends the task now. Raises TaskLost as
+        `complete_task` does.
+        """
+        if error_type not in ERROR_TYPES:
+            raise ValueError(f"error_type must be one of {', '.join(ERROR_TYPES)} (got {error_type!r})")
+        body = {"error_type": error_type, "message": str(message)[:_MAX_FAIL_MESSAGE], "retryable": bool(retryable)}
+        return self._task_action(task_id, "fail", body, attempts)
+
     def close(self) -> None:
         """Close the connections; the next request opens a new one."""
         self._connection.close()
         self._metrics_connection.close()
+        self._claim_connection.close()
+        self._task_connection.close()
 
     def __enter__(self) -> Client:
         return self
@@ -203,9 +280,20 @@ class Client:
     def _agent_path(self, tail: str) -> str:
         return f"/api/v1/agents/{quote(str(self.agent_id), safe='')}/{tail}"
 
+    def _task_action(self, task_id: int, action: str, body: Mapping[str, Any], attempts: int | None) -> dict:
+        path = f"/api/v1/tasks/{int(task_id)}/{action}"
+        try:
+            data, _ = self._request("POST", path, body, bearer=self._token(), attempts=attempts,
+                                    connection=self._task_connection)
+        except PulseGuardError as exc:
+            if exc.status in (404, 409) and exc.code in TASK_LOST_CODES:
+                raise TaskLost(int(task_id), exc.code, exc.message, exc.status) from exc
+            raise
+        return data
+
     def _request(
         self, method: str, path: str, body: Mapping[str, Any] | bytes | None, *, bearer: str, attempts: int | None,
-        content_encoding: str | None = None, connection: Connection | None = None,
+        content_encoding: str | None = None, connection: Connection | None = None, timeout: float | None = None,
     ) -> tuple[dict, float]:
         """Send with retries; returns (parsed JSON body, seconds the successful round trip took).
 
@@ -226,7 +314,8 @@ class Client:
         for attempt in range(1, attempts + 1):
             retry_after = None
             try:
-                status, response_headers, raw, elapsed = connection.send(method, self._prefix + path, payload, headers)
+                status, response_headers, raw, elapsed = connection.send(method, self._prefix + path, payload, headers,
+                                                                         timeout)
             except (OSError, http.client.HTTPException) as exc:
                 error: PulseGuardError = ServerUnavailable(f"Cannot reach {self.url}: {type(exc).__name__}: {exc}")
             else:

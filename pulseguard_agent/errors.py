@@ -61,3 +61,49 @@ class AgentRejected(PulseGuardError):
     def __init__(self, cause: PulseGuardError, hint: str):
         super().__init__(cause.status, cause.code, f"{cause.message}. {hint}", cause.fields)
         self.cause = cause
+
+
+# --- tasks (docs/routing.md) -------------------------------------------------------------
+
+# How a failed attempt is classified; the server refuses any other value.
+ERROR_TYPES = ("timeout", "connection", "rate_limit", "serialization", "lease_lost", "agent_error", "rejected",
+               "resource", "cancelled", "unknown")
+# The server's answers to a holder acting on a task it no longer holds.
+TASK_LOST_CODES = ("not_holder", "lease_expired", "already_finished", "unknown_task")
+
+
+class TaskLost(PulseGuardError):
+    """This agent no longer holds the task: stop working on it and report nothing more.
+
+    `code` says why: `not_holder` (reassigned, or held by another agent now),
+    `lease_expired` (not renewed in time; it has been or will be given to another agent),
+    `already_finished` (cancelled, timed out, or completed by an earlier try of the same
+    request), `unknown_task` (deleted), or `lost` (a renewal answered that the lease is gone).
+    """
+
+    def __init__(self, task_id: int, code: str, message: str, status: int | None = 409):
+        super().__init__(status, code, message)
+        self.task_id = task_id
+
+
+class TaskError(Exception):
+    """Raise from a task handler to fail the task with a chosen `error_type`.
+
+    `error_type` is one of ERROR_TYPES; `retryable=False` asks the server not to try the
+    task again (it never retries `rejected` and `serialization` anyway).
+    """
+
+    def __init__(self, message: str, error_type: str = "agent_error", *, retryable: bool = True):
+        if error_type not in ERROR_TYPES:
+            raise ValueError(f"error_type must be one of {', '.join(ERROR_TYPES)} (got {error_type!r})")
+        super().__init__(message)
+        self.error_type = error_type
+        self.retryable = retryable
+
+
+class TaskRejected(TaskError):
+    """Raise from a task handler for a task this agent will not run (a bad or unsupported
+    payload): it fails at once as `rejected` and is not retried."""
+
+    def __init__(self, message: str):
+        super().__init__(message, "rejected", retryable=False)

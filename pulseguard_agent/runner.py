@@ -3,7 +3,8 @@
 Commands arrive in heartbeat responses (agents never need an inbound port) and are
 delivered once, so every command is acknowledged, and an acknowledgement that could not
 be sent is kept and sent again with the next heartbeat. Telemetry (host, GPU and LLM
-samples) runs beside the loop on its own schedule (telemetry.py).
+samples) runs beside the loop on its own schedule (telemetry.py), and so does the task
+worker when the runner is given task handlers (worker.py).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -19,15 +21,19 @@ from pulseguard_agent.backoff import Backoff
 from pulseguard_agent.buffer import TelemetryBuffer, default_buffer
 from pulseguard_agent.client import Client
 from pulseguard_agent.config import AgentConfig, TelemetryConfig
-from pulseguard_agent.errors import AgentRejected, PulseGuardError, ServerUnavailable
+from pulseguard_agent.errors import AgentRejected, PulseGuardError, ServerUnavailable, TaskError
 from pulseguard_agent.host import finite_readings, host_readings
 from pulseguard_agent.telemetry import Telemetry
+from pulseguard_agent.worker import DEFAULT_WAIT_S, ClaimedTask, TaskWorker
 
 log = logging.getLogger(__name__)
 
 STATES = ("idle", "busy", "draining")
 DEFAULT_INTERVAL_S = 30.0
 Handler = Callable[[dict], "str | None"]
+TaskHandler = Callable[[dict], "dict | None"]  # payload -> result
+KindTaskHandler = Callable[[str, dict], "dict | None"]  # (kind, payload) -> result
+DEFAULT_TASK_GRACE_S = 25.0  # inside Kubernetes' default 30 s between SIGTERM and SIGKILL
 
 _REJECTED_HINT = {
     "invalid_token": "Another process re-registered this agent's name (replace=true), or the token was revoked; "
@@ -52,6 +58,13 @@ class AgentRunner:
     `telemetry=True` (the default) makes `run()` send host and GPU samples, and the LLM
     calls recorded with `record_llm_call()`, as `config.telemetry` says (else
     PULSEGUARD_* variables); pass a `Telemetry` to choose yourself, or False for none.
+
+    With `task_handlers` ({kind: fn(payload) -> dict}) or `task_handler` (fn(kind,
+    payload) -> dict), `run()` also works the task queue (worker.py): it claims up to
+    `task_concurrency` tasks at a time with a long poll of `task_wait_s`, but never while
+    draining or isolated; state is busy while a task runs, idle otherwise. On stop it
+    claims nothing more and keeps heartbeating (as draining) while running tasks finish,
+    for up to `task_grace_s`, before the goodbye.
     """
 
     def __init__(
@@ -66,9 +79,15 @@ class AgentRunner:
         interval_s: float | None = None,
         backoff: Backoff | None = None,
         telemetry: Telemetry | bool = True,
+        task_handlers: dict[str, TaskHandler] | None = None,
+        task_handler: KindTaskHandler | None = None,
+        task_concurrency: int = 1,
+        task_wait_s: float = DEFAULT_WAIT_S,
+        task_grace_s: float = DEFAULT_TASK_GRACE_S,
     ):
         self.client = client
         self.config = config
+        self._state_lock = threading.Lock()
         self.state = state
         self.isolated = False
         self.remote_config: dict[str, Any] = {}
@@ -94,6 +113,13 @@ class AgentRunner:
         self._build_telemetry = telemetry is True
         self._telemetry_started = False
         self._error_lock = threading.Lock()
+        self._task_handlers: dict[str, TaskHandler] = dict(task_handlers or {})
+        self._task_handler = task_handler
+        self.task_concurrency = task_concurrency
+        self.task_wait_s = task_wait_s
+        self.task_grace_s = task_grace_s
+        self.worker: TaskWorker | None = None
+        self._report_soon = False
 
     # --- state -----------------------------------------------------------------------
 
@@ -106,7 +132,19 @@ class AgentRunner:
     def state(self, value: str) -> None:
         if value not in STATES:
             raise ValueError(f"state must be one of {', '.join(STATES)} (got {value!r})")
-        self._state = value
+        with self._state_lock:
+            self._state = value
+
+    def set_task_load(self, running: int) -> None:
+        """Busy while `running` > 0, idle otherwise; a draining agent stays draining."""
+        with self._state_lock:
+            if self._state != "draining":
+                self._state = "busy" if running > 0 else "idle"
+
+    @property
+    def may_take_work(self) -> bool:
+        """Whether new tasks may be claimed: not stopping, draining or isolated."""
+        return not self._stop.is_set() and self._state != "draining" and not self.isolated
 
     @property
     def restart_requested(self) -> bool:
@@ -123,6 +161,10 @@ class AgentRunner:
     def register_handler(self, command_type: str, handler: Handler) -> None:
         """Run `handler(command)` for commands of this type (replaces the default)."""
         self._handlers[command_type] = handler
+
+    def register_task_handler(self, kind: str, handler: TaskHandler) -> None:
+        """Run `handler(payload) -> dict` for tasks of this kind (before `run()`)."""
+        self._task_handlers[kind] = handler
 
     @property
     def buffer(self) -> TelemetryBuffer:
@@ -148,6 +190,7 @@ class AgentRunner:
         if not self.client.registered and not self._register():
             return
         self._start_telemetry()
+        self._start_worker()
         failures = 0
         try:
             while not self._stop.is_set():
@@ -156,6 +199,8 @@ class AgentRunner:
                     if failures:
                         log.info("Server reachable again after %d failed heartbeat(s)", failures)
                     failures, delay = 0, self.heartbeat_interval_s
+                    if self._report_soon:  # say "draining" now, so the server stops handing out work
+                        self._report_soon, delay = False, 0.0
                 except ServerUnavailable as exc:
                     failures += 1
                     delay = self._backoff.delay(failures)
@@ -170,6 +215,8 @@ class AgentRunner:
                     delay = self.heartbeat_interval_s
                 self._stop.wait(delay)
         finally:
+            if self.worker is not None:
+                self._finish_tasks()
             if self._telemetry_started:
                 self._telemetry_started = False
                 self.telemetry.stop(send=self.error is None)  # type: ignore[union-attr]
@@ -178,15 +225,24 @@ class AgentRunner:
         if self.error is not None:  # rejected while sending telemetry
             raise self.error
 
-    def run_once(self) -> dict:
-        """One heartbeat with readings; carries out and acknowledges the commands it returns."""
+    def run_once(self, *, task_ids: list[int] | None = None) -> dict:
+        """One heartbeat with readings; carries out and acknowledges the commands it returns.
+
+        The heartbeat names the tasks held (the worker's, or `task_ids`), which renews
+        their leases; the answer's `tasks` says which were lost.
+        """
+        held = task_ids if task_ids is not None else (self.worker.held_ids() if self.worker is not None else None)
+        sent_at = time.monotonic()
         try:
-            response = self.client.heartbeat(self.state, self._collect_readings(), attempts=1)
+            response = self.client.heartbeat(self.state, self._collect_readings(), task_ids=held, attempts=1)
         except ServerUnavailable:
             self._reachable = False
             raise
         self._reachable = True
         self.last_response = response
+        leases = response.get("tasks")
+        if leases and self.worker is not None and task_ids is None:
+            self.worker.leases_renewed(leases.get("renewed") or [], leases.get("lost") or [], at=sent_at)
         self._flush_acks()
         log.debug("Heartbeat: status %s, %d command(s), %.1f ms", response.get("status"),
                   len(response.get("commands") or []), self.client.last_latency_ms or 0.0)
@@ -244,6 +300,47 @@ class AgentRunner:
             return True
         return False
 
+    def _start_worker(self) -> None:
+        if self.worker is not None or not (self._task_handlers or self._task_handler):
+            return
+        self.worker = TaskWorker(
+            self.client, self._run_task, concurrency=self.task_concurrency, wait_s=self.task_wait_s,
+            can_claim=lambda: self.may_take_work, on_load=self.set_task_load, on_rejected=self._rejected_in_background,
+        )
+        self.worker.start()
+        kinds = ", ".join(sorted(self._task_handlers)) or "any kind"
+        log.info("Working the task queue (%s; up to %d at a time)", kinds, self.task_concurrency)
+
+    def _run_task(self, task: ClaimedTask) -> dict | None:
+        handler = self._task_handlers.get(task.kind)
+        if handler is not None:
+            return handler(task.payload)
+        if self._task_handler is not None:
+            return self._task_handler(task.kind, task.payload)
+        # The server hands out tasks by capability, not kind: this agent declares one it
+        # has no handler for. Another agent (or a later try) may have one.
+        log.warning("No handler for task kind %r (task %s): check this agent's capabilities", task.kind, task.id)
+        raise TaskError(f"this agent has no handler for tasks of kind {task.kind!r}", "agent_error")
+
+    def _finish_tasks(self) -> None:
+        """Claim nothing more; while tasks run (up to the grace period) keep heartbeating, as draining."""
+        worker = self.worker
+        assert worker is not None
+        worker.stop_claiming()
+        if self.error is None and worker.active:
+            log.info("Stopping: waiting up to %.0fs for %d running task(s)", self.task_grace_s, worker.active)
+            self.state = "draining"
+            deadline = time.monotonic() + self.task_grace_s
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0 or worker.wait_idle(min(left, self.heartbeat_interval_s)):
+                    break
+                try:
+                    self.run_once()
+                except PulseGuardError as exc:
+                    log.warning("Heartbeat while finishing tasks failed: %s", exc)
+        worker.stop(timeout=0)
+
     def _start_telemetry(self) -> None:
         if self.telemetry is None and self._build_telemetry:
             settings = self.config.telemetry if self.config is not None else TelemetryConfig.from_env()
@@ -251,10 +348,10 @@ class AgentRunner:
                 agent = self.config.name if self.config is not None else str(self.client.agent_id)
                 self.telemetry = Telemetry.from_config(self.client, settings, agent=agent)
         if self.telemetry is not None and not self.telemetry.running:
-            self.telemetry.start(on_rejected=self._telemetry_rejected)
+            self.telemetry.start(on_rejected=self._rejected_in_background)
             self._telemetry_started = True
 
-    def _telemetry_rejected(self, exc: PulseGuardError) -> None:
+    def _rejected_in_background(self, exc: PulseGuardError) -> None:
         self._rejected(exc)
         self.stop()
 
@@ -326,7 +423,11 @@ class AgentRunner:
     # --- default handlers --------------------------------------------------------------
 
     def _drain(self, command: dict) -> str:
+        if self.state != "draining":
+            self._report_soon = True
         self.state = "draining"
+        if self.worker is not None and self.worker.active:
+            return f"draining: taking no new work, finishing {self.worker.active} running task(s)"
         return "draining: taking no new work"
 
     def _isolate(self, command: dict) -> str:
@@ -335,6 +436,8 @@ class AgentRunner:
 
     def _release(self, command: dict) -> str:
         self.isolated = False
+        if self.worker is not None:
+            self.worker.wake()
         return "released"
 
     def _restart(self, command: dict) -> str:

@@ -7,6 +7,9 @@ a goodbye and re-registers later with a new token, a restarted one re-registers 
 Telemetry goes the way a real agent's does: samples into a TelemetryBuffer, batches
 through a TelemetrySender (and a spool, if the simulator has one). Host and GPU samples
 are taken on the metrics grid, LLM calls cover the time since the previous round.
+
+With the simulator's `tasks` on, the agent also works the real task queue (sim_work.py):
+it is busy while it holds tasks, and its heartbeats renew their leases.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from pulseguard_agent.runner import AgentRunner
 from pulseguard_agent.sim_fleet import SimProfile
 from pulseguard_agent.sim_host import FakeHost
 from pulseguard_agent.sim_llm import FakeLLM
+from pulseguard_agent.sim_work import SimWorkload
 from pulseguard_agent.spool import Spool
 from pulseguard_agent.telemetry import Telemetry
 
@@ -61,6 +65,7 @@ class SimAgent:
             self.client, readings=self._readings, on_restart=self._on_restart, interval_s=sim.interval,
             backoff=self._retry, telemetry=self.telemetry or False,
         )
+        self.work: SimWorkload | None = SimWorkload(self) if sim.tasks else None
         self.status = "starting"
         self.error: PulseGuardError | None = None
         self._needs_register = True
@@ -85,6 +90,7 @@ class SimAgent:
             self._next_crash_at = math.inf
             self.client.token = None  # a crashed process forgets its token
             self._forget_telemetry()  # and what it had not sent yet
+            self._forget_work()  # and the tasks it was working on
             return self._pause("crashed", self.rng.uniform(*timing.crash_downtime_s), "crashes (no goodbye)")
         if self.profile.flaky and self.rng.random() < timing.stall_probability:
             missed = self.rng.randint(1, 3)
@@ -138,9 +144,14 @@ class SimAgent:
 
     def _heartbeat(self, now: float) -> float:
         self.status = "active"
-        self._pick_work()
+        held = None
+        if self.work is None:
+            self._pick_work()
+        else:
+            held = self.work.held_ids()
+        sent_at = time.monotonic()
         try:
-            response = self.runner.run_once()
+            response = self.runner.run_once(task_ids=held)
         except ServerUnavailable as exc:
             self.sim.stats.add("heartbeat_failures")
             return self._backoff(exc, "heartbeat")
@@ -154,6 +165,8 @@ class SimAgent:
             log.warning("%s: heartbeat refused: %s", self.profile.name, exc)
             return self._interval()
         self._failures = 0
+        if self.work is not None:
+            self.work.leases(response.get("tasks"), sent_at)
         self.sim.stats.add("heartbeats")
         if response.get("commands"):
             self.sim.stats.add("commands", len(response["commands"]))
@@ -169,6 +182,7 @@ class SimAgent:
             self._restart_pending = False
             self._needs_register = True
             self.client.token = None
+            self._forget_work()
             return self._pause("restarting", self.rng.uniform(*self.sim.timing.restart_pause_s), "restarts")
         return self._interval()
 
@@ -220,13 +234,19 @@ class SimAgent:
             return []
         start = max(self._sampled_at, wall - rounds * interval)
         state, isolated = self.runner.state, self.runner.isolated
+        # Working tasks, the calls of the work are recorded with each task (sim_work.py).
+        llm_state = "idle" if self.work is not None and state == "busy" else state
         samples: list[dict] = []
         for k in range(1, rounds + 1):
             ts = round(start + k * interval, 3)
             samples.extend(self.host.samples(state, isolated, ts, interval))
-            samples.extend(self.llm.calls(state, isolated, ts, interval))
+            samples.extend(self.llm.calls(llm_state, isolated, ts, interval))
         self._sampled_at = start + rounds * interval
         return samples
+
+    def _forget_work(self) -> None:
+        if self.work is not None:
+            self.work.forget()
 
     def _forget_telemetry(self) -> None:
         if self.telemetry is not None:

@@ -51,6 +51,8 @@ class Role:
     gpu_models: tuple[GpuModel, ...] = ()
     weight: float = 1.0
     gpu_memory_target: float = 0.0  # share of GPU memory held once the model is loaded
+    serving_share: float = 1.0  # share of its GPUs (at least one) holding the served model; the rest run batch work
+    task_slots: int = 1  # tasks it works on at once
 
 
 ROLES: tuple[Role, ...] = (
@@ -71,11 +73,11 @@ ROLES: tuple[Role, ...] = (
     Role("embedder", "worker", ("embeddings", "batch", "gpu"),
          (("bge-large-en-v1.5", "tei"), ("nomic-embed-text-v1.5", "tei")), ("search", "research"),
          cpus=(8, 16), memory_gib=(32, 64), gpu_counts=(1, 1, 2), gpu_models=(L4, A10G), weight=1.0,
-         gpu_memory_target=0.35),
+         gpu_memory_target=0.35, task_slots=2),
     Role("gpu-infer", "worker", ("inference", "batch", "gpu", "long-context"),
          (("llama-3.1-70b", "vllm"), ("qwen2.5-72b", "vllm"), ("mixtral-8x22b", "vllm")), ("ml-platform",),
          cpus=(32, 64, 96), memory_gib=(256, 512, 1024), gpu_counts=(1, 2, 4, 8, 8),
-         gpu_models=(H100, H100, A100), weight=1.5, gpu_memory_target=0.9),
+         gpu_models=(H100, H100, A100), weight=1.5, gpu_memory_target=0.9, serving_share=0.5, task_slots=2),
 )
 
 REGIONS = {"us-east-1": "abcd", "us-west-2": "abc", "eu-west-1": "abc", "ap-southeast-1": "ab"}

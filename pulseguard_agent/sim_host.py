@@ -4,6 +4,10 @@ Every figure is a smooth random walk toward a target set by the agent's state (b
 idle, draining, isolated), so charts look like a fleet rather than noise: GPU
 temperature lags utilization, power follows it, the energy counter only grows, ECC
 corrected errors turn up now and then on a few GPUs, clocks boost under load.
+
+GPUs that hold the served model (all of an embedder's, half of a gpu-infer host's) sit
+at the role's memory share; the others are nearly empty until a task takes memory on
+them (`allocate`), which is what the server's claim matches against.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ class FakeHost:
     gpu_energy_mj: list[float] = field(default_factory=list)
     gpu_sbe: list[int] = field(default_factory=list)
     gpu_dbe: list[int] = field(default_factory=list)
+    task_mb: list[int] = field(default_factory=list)  # GPU memory held by running tasks, per GPU
 
     def __post_init__(self) -> None:
         self.cpu = self.rng.uniform(3, 20)
@@ -42,7 +47,11 @@ class FakeHost:
         self.load = [self.cpu / 100 * self.profile.host["cpu_count"]] * 3
         gpus = self.profile.gpus
         self.gpu_util = [self.rng.uniform(0, 10) for _ in gpus]
-        self.gpu_memory_share = [self.profile.role.gpu_memory_target * self.rng.uniform(0.8, 1.0) for _ in gpus]
+        role = self.profile.role
+        serving = max(1, round(len(gpus) * role.serving_share))
+        self.serving = [n < serving for n in range(len(gpus))]
+        self.gpu_memory_share = [self._memory_target(n) * self.rng.uniform(0.8, 1.0) for n in range(len(gpus))]
+        self.task_mb = [0 for _ in gpus]
         self.gpu_temp = [self.rng.uniform(30, 38) for _ in gpus]
         self.gpu_power = [g.idle_w for g in gpus]
         # Fixed per host, from the profile's seed, so they do not shift the walks' draws.
@@ -69,7 +78,7 @@ class FakeHost:
         if self.profile.gpus:
             readings["gpus"] = [
                 {"index": n, "utilization_percent": round(self.gpu_util[n], 1),
-                 "memory_used_bytes": int(g.memory_bytes * self.gpu_memory_share[n]), "memory_total_bytes": g.memory_bytes,
+                 "memory_used_bytes": self._used(n), "memory_total_bytes": g.memory_bytes,
                  "temperature_c": round(self.gpu_temp[n], 1), "power_w": round(self.gpu_power[n], 1)}
                 for n, g in enumerate(self.profile.gpus)
             ]
@@ -93,7 +102,33 @@ class FakeHost:
         }
         return [host, *(self._gpu_sample(n, g, ts, seconds) for n, g in enumerate(self.profile.gpus))]
 
+    def allocate(self, vram_mb: int) -> tuple[int | None, int]:
+        """Take `vram_mb` on the GPU with the most free memory: (its index, or None if none has room; the most free MiB)."""
+        free = [(self._free_mb(n), n) for n in range(len(self.profile.gpus))]
+        if not free:
+            return None, 0
+        most, index = max(free)
+        if most < vram_mb:
+            return None, most
+        self.task_mb[index] += vram_mb
+        return index, most
+
+    def release(self, index: int, vram_mb: int) -> None:
+        """Give back what `allocate` took."""
+        self.task_mb[index] = max(0, self.task_mb[index] - vram_mb)
+
     # --- internals -------------------------------------------------------------------
+
+    def _memory_target(self, n: int) -> float:
+        # A GPU without the served model holds only its CUDA context (a few hundred MiB).
+        return self.profile.role.gpu_memory_target if self.serving[n] else 0.006
+
+    def _used(self, n: int) -> int:
+        gpu = self.profile.gpus[n]
+        return min(gpu.memory_bytes, int(gpu.memory_bytes * self.gpu_memory_share[n]) + self.task_mb[n] * MIB)
+
+    def _free_mb(self, n: int) -> int:
+        return (self.profile.gpus[n].memory_bytes - self._used(n)) // MIB
 
     def _advance(self, state: str, isolated: bool, seconds: float = 10.0) -> bool:
         busy = state == "busy" and not isolated
@@ -106,9 +141,11 @@ class FakeHost:
             weight = 1.0 if i == 0 else 1 - math.exp(-max(seconds, 0.0) / window)
             self.load[i] += weight * (load1 - self.load[i])
         for n, gpu in enumerate(self.profile.gpus):
-            self.gpu_util[n] = _drift(self.rng, self.gpu_util[n], 88.0 if busy else 2.0, pull=0.4, noise=5.0)
-            target_memory = self.profile.role.gpu_memory_target * (1.0 if busy else 0.95)
-            self.gpu_memory_share[n] = _drift(self.rng, self.gpu_memory_share[n], target_memory, noise=0.01, hi=0.99)
+            working = (busy and self.serving[n]) or self.task_mb[n] > 0
+            self.gpu_util[n] = _drift(self.rng, self.gpu_util[n], 88.0 if working else 2.0, pull=0.4, noise=5.0)
+            target_memory = self._memory_target(n) * (1.0 if busy else 0.95)
+            self.gpu_memory_share[n] = _drift(self.rng, self.gpu_memory_share[n], target_memory,
+                                              noise=0.01 if self.serving[n] else 0.0005, hi=0.99)
             util = self.gpu_util[n]
             # The die heats and cools over tens of seconds: temperature trails utilization.
             self.gpu_temp[n] = _drift(self.rng, self.gpu_temp[n], 31.0 + 0.5 * util, pull=0.3, noise=0.8, lo=25.0,
@@ -125,7 +162,7 @@ class FakeHost:
             self.gpu_sbe[n] += rng.randint(1, 3)
         if rng.random() < 0.00002:
             self.gpu_dbe[n] += 1
-        used = int(gpu.memory_bytes * self.gpu_memory_share[n])
+        used = self._used(n)
         if util < 5:
             sm_clock = _IDLE_SM_MHZ
         else:
@@ -139,9 +176,12 @@ class FakeHost:
             "sm_clock_mhz": sm_clock, "mem_clock_mhz": gpu.mem_clock_mhz, "energy_mj": int(self.gpu_energy_mj[n]),
             "ecc_sbe_total": self.gpu_sbe[n], "ecc_dbe_total": self.gpu_dbe[n], "processes": [],
         }
-        if used > 1 * GIB:  # a model is loaded: one serving process holds it
+        task_bytes = self.task_mb[n] * MIB
+        if used - task_bytes > 1 * GIB:  # a model is loaded: one serving process holds it
             name = _PROCESS_NAMES.get(self.profile.role.name, "python3")
-            sample["processes"] = [{"pid": self.pid + n, "name": name, "used_memory_bytes": used - 500 * MIB}]
+            sample["processes"] = [{"pid": self.pid + n, "name": name, "used_memory_bytes": used - task_bytes - 500 * MIB}]
+        if task_bytes:  # a task's own process (a batch job, a fine-tune)
+            sample["processes"].append({"pid": self.pid + 100 + n, "name": "python3", "used_memory_bytes": task_bytes})
         return sample
 
     def _rate(self, typical: float) -> float:

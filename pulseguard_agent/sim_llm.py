@@ -64,7 +64,17 @@ class FakeLLM:
         offsets = sorted((self.rng.uniform(0, seconds) for _ in range(n)), reverse=True)
         return [self._call(end_ts - offset, busy) for offset in offsets]
 
-    def _call(self, ts: float, busy: bool) -> dict:
+    def task_call(self, ts: float, *, task_id: str, workflow_id: str | None = None,
+                  error_type: str | None = None) -> dict:
+        """One call made while working on a PulseGuard task, tagged with its id.
+
+        Whether it fails is the caller's decision (`error_type`: rate_limit, timeout,
+        server_error or invalid_request), so the calls agree with the task's outcome.
+        """
+        fields = {"task_id": task_id, **({"workflow_id": workflow_id} if workflow_id else {})}
+        return self._call(ts, True, task_fields=fields, error_type=error_type)
+
+    def _call(self, ts: float, busy: bool, *, task_fields: dict | None = None, error_type: str | None = None) -> dict:
         p, rng = self.profile, self.rng
         embedding = p.provider in EMBEDDING_PROVIDERS
         in_lo, in_hi, out_lo, out_hi = ROLE_TOKENS.get(p.role.name, (500, 5000, 100, 1000))
@@ -72,10 +82,12 @@ class FakeLLM:
         tokens_out = 0 if embedding else int(math.exp(rng.uniform(math.log(out_lo), math.log(out_hi))))
         fields: dict = {"operation": "embedding" if embedding else "chat", "session_id": self._session_id(),
                         "ts": round(ts, 3)}
-        if busy and p.role.kind == "agent":
+        if task_fields is not None:
+            fields.update(task_fields)
+        elif busy and p.role.kind == "agent":
             fields.update(workflow_id=f"run-{p.index:03d}-{self._task // 3}", task_id=f"{p.index}-{self._task}")
-        if rng.random() < self.error_rate:
-            return self._failed(tokens_in, fields)
+        if error_type is not None or (task_fields is None and rng.random() < self.error_rate):
+            return self._failed(tokens_in, fields, error_type)
         if embedding:
             latency = 12 + tokens_in * 0.015 * rng.lognormvariate(0, 0.3)
             return llm_call_sample(p.provider, p.model, tokens_in=tokens_in, latency_ms=round(latency, 1), **fields)
@@ -91,10 +103,10 @@ class FakeLLM:
         return llm_call_sample(p.provider, p.model, tokens_in=tokens_in, tokens_out=tokens_out, tokens_cached=cached,
                                latency_ms=round(latency, 1), ttft_ms=round(ttft, 1) if streamed else None, **fields)
 
-    def _failed(self, tokens_in: int, fields: dict) -> dict:
+    def _failed(self, tokens_in: int, fields: dict, kind: str | None = None) -> dict:
         rng = self.rng
         kinds, weights = zip(*ERRORS)
-        kind = rng.choices(kinds, weights)[0]
+        kind = kind or rng.choices(kinds, weights)[0]
         if kind == "timeout":  # the prompt went out; the client gave up waiting
             latency, sent = rng.choice((30_000.0, 60_000.0, 120_000.0)), tokens_in
         elif kind == "server_error":

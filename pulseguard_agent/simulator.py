@@ -2,9 +2,11 @@
 
 Each simulated agent is a small state machine whose `step()` does at most one
 registration or one heartbeat (with the telemetry rounds then due: host, GPU and LLM
-samples through the SDK's buffer and sender) and says when it wants to run next. One scheduler thread
-hands due steps to a small thread pool, so a fleet of hundreds costs a few threads and
-almost no CPU while it waits, and the same class serves `make run` and benchmarks.
+samples through the SDK's buffer and sender) and says when it wants to run next; with
+`tasks` on, a second chain of turns per agent works the task queue (sim_work.py). One
+scheduler thread hands due steps to a small thread pool, so a fleet of hundreds costs a
+few threads and almost no CPU while it waits, and the same class serves `make run` and
+benchmarks.
 """
 
 from __future__ import annotations
@@ -41,6 +43,8 @@ class SimTiming:
     busy_probability: float = 0.3  # per heartbeat of an idle agent: pick up work
     idle_probability: float = 0.25  # per heartbeat of a busy agent: finish it
     start_spread_s: float = 5.0
+    task_time_scale: float = 1.0  # multiplies how long simulated task work takes (tests use 0.01)
+    task_poll_s: tuple[float, float] = (2.0, 4.0)  # between claims that found nothing
 
 
 class SimStats:
@@ -83,6 +87,10 @@ class Simulator:
     `metrics_interval` seconds and the LLM calls they make, in batches every
     `flush_interval` (default: the metrics interval); with `spool_dir`, batches the
     server cannot take wait there (one directory per agent), else they are dropped.
+
+    With `tasks`, agents claim the tasks their capabilities (and free GPU memory) fit,
+    work on them for a time typical of the kind, record the LLM calls of that work and
+    complete or fail them (sim_work.py); state is then busy exactly while they hold tasks.
     """
 
     def __init__(
@@ -103,6 +111,7 @@ class Simulator:
         metrics_interval: float = 10.0,
         flush_interval: float | None = None,
         spool_dir: str | None = None,
+        tasks: bool = False,
     ):
         if agents < 1:
             raise ValueError("agents must be at least 1")
@@ -122,6 +131,7 @@ class Simulator:
         self.metrics_interval = metrics_interval
         self.flush_interval = flush_interval or metrics_interval
         self.spool_dir = spool_dir
+        self.tasks = tasks
         self.stats = SimStats()
         self.error: PulseGuardError | None = None
         self._rng = random.Random(seed)
@@ -130,7 +140,7 @@ class Simulator:
         )
         self.agents = [SimAgent(profile, self) for profile in self.profiles]
         self._workers = workers or min(agents, 16)
-        self._heap: list[tuple[float, int, SimAgent]] = []
+        self._heap: list[tuple[float, int, SimAgent, str]] = []
         self._seq = itertools.count()
         self._cond = threading.Condition()
         self._stopping = threading.Event()
@@ -155,7 +165,9 @@ class Simulator:
         with self._cond:
             for agent in self.agents:
                 due = now + self._rng.uniform(0, spread)
-                heapq.heappush(self._heap, (due, next(self._seq), agent))
+                heapq.heappush(self._heap, (due, next(self._seq), agent, "beat"))
+                if agent.work is not None:
+                    heapq.heappush(self._heap, (due + 0.5, next(self._seq), agent, "work"))
         self._thread = threading.Thread(target=self._schedule, name="pulseguard-sim-scheduler", daemon=True)
         self._thread.start()
         log.info("Simulating %d agents against %s", len(self.agents), self.url)
@@ -204,7 +216,7 @@ class Simulator:
                 if not self._heap:
                     self._cond.wait(0.5)
                     continue
-                due, _, agent = self._heap[0]
+                due, _, agent, chain = self._heap[0]
                 delay = due - time.monotonic()
                 if delay > 0:
                     # Bounded so a stop request (which cannot notify from a signal handler) is seen soon.
@@ -212,21 +224,26 @@ class Simulator:
                     continue
                 heapq.heappop(self._heap)
                 assert self._pool is not None
-                self._pool.submit(self._step, agent)
+                self._pool.submit(self._step, agent, chain)
 
-    def _step(self, agent: SimAgent) -> None:
+    def _step(self, agent: SimAgent, chain: str = "beat") -> None:
         if self._stopping.is_set():
             return
         try:
-            delay = agent.step(time.monotonic())
+            if chain == "beat":
+                delay = agent.step(time.monotonic())
+            else:
+                assert agent.work is not None
+                delay = agent.work.step(time.monotonic())
         except Exception:  # one agent's bug must not end the simulation
             log.exception("Simulated agent %s failed a step", agent.profile.name)
-            delay = 30.0
+            delay = 30.0 if chain == "beat" else 5.0
         if delay is None:
-            self._agent_gave_up(agent)
+            if chain == "beat":
+                self._agent_gave_up(agent)
             return
         with self._cond:
-            heapq.heappush(self._heap, (time.monotonic() + delay, next(self._seq), agent))
+            heapq.heappush(self._heap, (time.monotonic() + delay, next(self._seq), agent, chain))
             self._cond.notify()
 
     def _agent_gave_up(self, agent: SimAgent) -> None:

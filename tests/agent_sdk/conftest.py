@@ -3,9 +3,10 @@
 Nothing here touches Django: the SDK runs on agent hosts and is tested the same way,
 over real sockets. The server keeps just enough state to behave like PulseGuard
 (names, current tokens, commands delivered once, acks once, telemetry samples kept per
-agent), validates request bodies against the contract (unknown fields are a 400, as on
-the real server; telemetry as docs/telemetry.md says), records every request, and lets
-a test script the next responses of an endpoint. test_sdk_server_e2e.py runs the SDK
+agent, a task queue with leases held per agent), validates request bodies against the
+contract (unknown fields are a 400, as on the real server; telemetry as
+docs/telemetry.md says), records every request, and lets a test script the next
+responses of an endpoint. test_sdk_server_e2e.py and test_sdk_tasks_e2e.py run the SDK
 against the real PulseGuard server as well.
 """
 
@@ -34,10 +35,14 @@ KEY = "pge_test_enrollment_key"
 REGISTER_FIELDS = {"name", "kind", "capabilities", "labels", "version", "host", "model", "provider", "replace"}
 HOST_FIELDS = {"hostname", "os", "cpu_count", "memory_total_bytes", "gpus"}
 GPU_INVENTORY_FIELDS = {"index", "uuid", "name", "memory_total_bytes"}
-HEARTBEAT_FIELDS = {"state", "readings", "latency_ms"}
+HEARTBEAT_FIELDS = {"state", "readings", "latency_ms", "task_ids"}
 READING_FIELDS = {"cpu_percent", "load1", "memory_used_bytes", "memory_total_bytes", "gpus"}
 GPU_READING_FIELDS = {"index", "utilization_percent", "memory_used_bytes", "memory_total_bytes", "temperature_c", "power_w"}
 ACK_FIELDS = {"ok", "message"}
+CLAIM_FIELDS = {"limit", "wait"}
+FAIL_FIELDS = {"error_type", "message", "retryable"}
+ERROR_TYPES = {"timeout", "connection", "rate_limit", "serialization", "lease_lost", "agent_error", "rejected",
+               "resource", "cancelled", "unknown"}
 # docs/telemetry.md: field -> check ("pct" 0-100, "num" >= 0, "int" whole >= 0, "temp", "str", "any")
 SAMPLE_FIELDS = {
     "host": {"cpu_percent": "pct", "load1": "num", "load5": "num", "load15": "num", "memory_used_bytes": "int",
@@ -62,6 +67,10 @@ ROUTES = [
     ("ack", re.compile(r"^/api/v1/agents/(?P<agent>[^/]+)/commands/(?P<command>[^/]+)/ack$")),
     ("goodbye", re.compile(r"^/api/v1/agents/(?P<agent>[^/]+)/goodbye$")),
     ("metrics", re.compile(r"^/api/v1/agents/(?P<agent>[^/]+)/metrics$")),
+    ("claim", re.compile(r"^/api/v1/tasks/claim$")),
+    ("renew", re.compile(r"^/api/v1/tasks/renew$")),
+    ("complete", re.compile(r"^/api/v1/tasks/(?P<task>\d+)/complete$")),
+    ("fail", re.compile(r"^/api/v1/tasks/(?P<task>\d+)/fail$")),
 ]
 
 
@@ -96,8 +105,12 @@ class ContractServer:
         self.acked: dict[str, dict] = {}
         self.samples: dict[str, list] = defaultdict(list)  # agent id -> samples stored, in arrival order
         self.delay: dict[str, float] = {}
+        self.queue: deque[dict] = deque()  # tasks waiting to be claimed
+        self.holders: dict[int, str] = {}  # task id -> the agent id holding it
+        self.finished: dict[int, tuple] = {}  # task id -> ("complete", result) | ("fail", body) | ("cancelled",)
+        self._task_ids = iter(range(1, 10**9))
         self._scripts: dict[str, deque] = defaultdict(deque)
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # handlers call helpers that take it too
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
         self.httpd.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
@@ -117,6 +130,21 @@ class ContractServer:
         )
         return command_id
 
+    def queue_task(self, kind: str = "code.review", payload: dict | None = None, **fields) -> int:
+        """Queue a task for agents to claim; returns its id."""
+        task_id = next(self._task_ids)
+        with self._lock:
+            self.queue.append({"id": task_id, "kind": kind, "payload": payload or {}, "attempt": 1,
+                               "lease_expires_at": "2026-01-01T00:05:00Z", "attempt_timeout_s": 300,
+                               "resource_class": "cpu", "vram_mb": None, **fields})
+        return task_id
+
+    def cancel_task(self, task_id: int) -> None:
+        """What an operator's cancel does: the holder loses the task."""
+        with self._lock:
+            self.holders.pop(task_id, None)
+            self.finished[task_id] = ("cancelled",)
+
     def to(self, endpoint: str) -> list[Recorded]:
         return [r for r in list(self.requests) if r.endpoint == endpoint]
 
@@ -132,11 +160,13 @@ class ContractServer:
 
     def handle(self, endpoint: str, params: dict, bearer: str | None, body: dict | None) -> tuple[int, dict | None, dict]:
         with self._lock:
-            if self._scripts[endpoint]:
-                s = self._scripts[endpoint].popleft()
-                time.sleep(s.delay)
-                return s.status, s.body, s.headers
+            scripted = self._scripts[endpoint].popleft() if self._scripts[endpoint] else None
+        if scripted is not None:
+            time.sleep(scripted.delay)
+            return scripted.status, scripted.body, scripted.headers
         time.sleep(self.delay.get(endpoint, 0.0))
+        if endpoint == "claim":  # a long poll: waits without holding the lock
+            return self._claim(bearer, body or {}) + ({},)
         with self._lock:
             return getattr(self, f"_{endpoint}")(params, bearer, body or {}) + ({},)
 
@@ -174,7 +204,9 @@ class ContractServer:
             return 400, _error("invalid", "Invalid input", bad)
         queue = self.commands[params["agent"]]
         commands = [queue.popleft() for _ in range(len(queue))]
-        return 200, {"commands": commands, "heartbeat_interval_s": self.heartbeat_interval_s, "status": "online"}
+        tasks = self._leases(params["agent"], body["task_ids"]) if "task_ids" in body else None
+        return 200, {"commands": commands, "heartbeat_interval_s": self.heartbeat_interval_s, "status": "online",
+                     "tasks": tasks}
 
     def _ack(self, params, bearer, body):
         refused = self._check_token(params["agent"], bearer)
@@ -209,6 +241,61 @@ class ContractServer:
         for sample in samples:
             by_kind[sample["kind"]] += 1
         return 200, {"accepted": len(samples), "by_kind": dict(by_kind)}
+
+    def _claim(self, bearer, body):
+        owner = self._owner(bearer)
+        if owner is None:
+            return 401, _error("invalid_token", "Unknown or replaced agent token")
+        if _unknown(body, CLAIM_FIELDS) or not 1 <= body.get("limit", 1) <= 50 or not 0 <= body.get("wait", 0) <= 30:
+            return 400, _error("invalid", "Invalid input", _unknown(body, CLAIM_FIELDS))
+        deadline = time.monotonic() + body.get("wait", 0)
+        while True:
+            with self._lock:
+                claimed = [self.queue.popleft() for _ in range(min(body.get("limit", 1), len(self.queue)))]
+                for task in claimed:
+                    self.holders[task["id"]] = owner["id"]
+            if claimed or time.monotonic() >= deadline:
+                return 200, {"tasks": claimed}
+            time.sleep(0.01)
+
+    def _renew(self, params, bearer, body):
+        owner = self._owner(bearer)
+        if owner is None:
+            return 401, _error("invalid_token", "Unknown or replaced agent token")
+        if set(body) != {"task_ids"} or not body["task_ids"]:
+            return 400, _error("invalid", "Send {\"task_ids\": [...]}")
+        return 200, self._leases(owner["id"], body["task_ids"])
+
+    def _leases(self, agent_id, task_ids):
+        renewed = sorted(t for t in task_ids if self.holders.get(t) == agent_id)
+        return {"renewed": renewed, "lost": sorted(set(task_ids) - set(renewed))}
+
+    def _complete(self, params, bearer, body):
+        if set(body) - {"result"}:
+            return 400, _error("invalid", "Invalid input", _unknown(body, {"result"}))
+        return self._finish(params, bearer, ("complete", body.get("result", {})))
+
+    def _fail(self, params, bearer, body):
+        if _unknown(body, FAIL_FIELDS) or body.get("error_type", "agent_error") not in ERROR_TYPES:
+            return 400, _error("invalid", "Invalid input", {"error_type": ["Not a valid choice."]})
+        return self._finish(params, bearer, ("fail", body))
+
+    def _finish(self, params, bearer, outcome):
+        owner = self._owner(bearer)
+        if owner is None:
+            return 401, _error("invalid_token", "Unknown or replaced agent token")
+        task_id = int(params["task"])
+        if task_id in self.finished:
+            return 409, _error("already_finished", f"Task {task_id} is already finished")
+        if self.holders.get(task_id) != owner["id"]:
+            return 409, _error("not_holder", f"Task {task_id} is not held by this agent")
+        del self.holders[task_id]
+        self.finished[task_id] = outcome
+        return 200, {"id": task_id, "state": "succeeded" if outcome[0] == "complete" else "failed"}
+
+    def _owner(self, bearer):
+        with self._lock:
+            return next((a for a in self.agents.values() if a["token"] == bearer), None)
 
     def _check_token(self, agent_id, bearer):
         owner = next((a for a in self.agents.values() if a["token"] == bearer), None)
