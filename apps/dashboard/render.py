@@ -3,7 +3,7 @@
 from django.template.loader import render_to_string
 
 from apps.agents import selectors
-from apps.dashboard import telemetry
+from apps.dashboard import telemetry, work
 from apps.metrics import selectors as metrics
 from apps.security.roles import Role, user_has_role
 
@@ -51,6 +51,8 @@ def agent_context(agent, *, gpu_rows: bool = True) -> dict:
         "commands": selectors.agent_command_list(agent_id=agent.pk),
         "gpu_rows": telemetry.agent_gpu_rows(agent) if gpu_rows and agent.gpus else [],
         "feed": telemetry.feed_attrs(telemetry.agent_feed(agent)),
+        "breaker": work.agent_breaker(agent_id=agent.pk),
+        "recent_attempts": work.agent_recent_attempts(agent_id=agent.pk),
     }
 
 
@@ -92,3 +94,28 @@ def gpu_frame(*, agent_ids, refresh_list: bool, user) -> str:
     if refresh_list:
         parts.append(_refresh_hint("gpu-table"))
     return "".join(parts)
+
+
+def tasks_frame(*, task_ids, refresh_list: bool, user) -> str:
+    """The task list: the state counters, the rows of the tasks that changed (rows not on
+    the page find no target and are dropped), and a re-read hint when tasks were added."""
+    parts = [render_to_string("dashboard/partials/task_counts.html", _ctx(user, counts=work.task_state_counts()))]
+    if len(task_ids) > MAX_ROWS_PER_FRAME:
+        refresh_list = True
+    else:
+        for task in work.task_rows_by_id(task_ids):
+            parts.append(render_to_string("dashboard/partials/task_row.html", _ctx(user, task=task)))
+    if refresh_list:
+        parts.append(_refresh_hint("task-table"))
+    return "".join(parts)
+
+
+def task_frame(*, task_id, user) -> str:
+    """One task's page: its state, facts and attempts (the buttons stay as they are)."""
+    from apps.workflows import selectors as task_selectors
+
+    task = task_selectors.task_get(task_id=task_id)
+    if task is None:
+        return ""
+    return render_to_string("dashboard/partials/task_live.html",
+                            _ctx(user, task=task, attempts=task_selectors.task_attempts(task_id=task_id)))

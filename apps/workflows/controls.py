@@ -26,7 +26,7 @@ from apps.agents.models import Agent, AgentCommand
 from apps.agents.services import agent_command_issue
 from apps.security.models import FleetControl
 from apps.security.services import audit_record
-from apps.workflows import services
+from apps.workflows import events, services
 from apps.workflows.breaker import breakers_reset_all
 from apps.workflows.choices import ACTIVE_STATES, TaskState
 from apps.workflows.models import Task
@@ -172,6 +172,9 @@ def _cancel_where_state(*, states, why: str) -> dict:
         tasks, attempts, by_kind, sample = cur.fetchone()
     # Django's cursor hands jsonb back as text.
     by_kind = json.loads(by_kind) if isinstance(by_kind, str) else by_kind
+    if tasks:
+        # Open task lists re-read themselves (the sample holds at most 100 of the ids).
+        events.tasks_changed(list(sample), added=True)
     return {"tasks": tasks, "attempts": attempts, "by_kind": by_kind, "task_ids": list(sample)}
 
 

@@ -26,7 +26,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from apps.agents.models import Agent
-from apps.workflows import placement, services
+from apps.workflows import events, placement, services
 from apps.workflows.choices import ErrorType, Runner, TaskState
 from apps.workflows.models import Task, TaskAttempt
 from apps.workflows.skills import SkillError, skill_get
@@ -82,6 +82,7 @@ def tasks_dispatch(*, limit: int = 200) -> dict[str, int]:
                                      soft_time_limit=timeout_s, time_limit=timeout_s + 30)
 
         transaction.on_commit(publish)
+        events.tasks_changed([task_id for task_id, *_ in sent])
     if sent:
         log.info("tasks_dispatched", count=len(sent), waiting=waiting)
     return {"dispatched": len(sent), "waiting": waiting}
@@ -116,6 +117,7 @@ def task_start_dispatched(*, task_id: int, token: str, worker: Agent) -> Task | 
     task.dispatched_at, task.wait_reason = None, ""
     task.save(update_fields=list(_START_SQL_FIELDS))
     TaskAttempt.objects.create(task=task, number=number, agent=worker, started_at=now)
+    events.tasks_changed([task.pk])
     return task
 
 

@@ -17,7 +17,7 @@ from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from apps.core.errors import ApplicationError, Conflict, NotFound
-from apps.workflows import breaker, routing
+from apps.workflows import breaker, events, routing
 from apps.workflows.breaker import LATEST_SQL
 from apps.workflows.choices import ACTIVE_STATES, FINAL_STATES, AttemptOutcome, ErrorType, Runner, TaskState
 from apps.workflows.models import Task, TaskAttempt
@@ -78,6 +78,7 @@ def task_create(
         with transaction.atomic():
             task.save()
             transaction.on_commit(_notify_queued if runner == Runner.AGENT else _dispatch_soon)
+            events.tasks_changed([task.pk], added=True)
     except IntegrityError:
         # Two creates with one key raced: the other one won, and that is the task.
         existing = Task.objects.filter(idempotency_key=idempotency_key).first() if idempotency_key else None
@@ -210,6 +211,7 @@ def tasks_claim(*, agent, limit: int = 1) -> list[Claimed]:
     with transaction.atomic(), connection.cursor() as cur:
         cur.execute(_CLAIM_SQL, {"agent": agent.pk, "now": timezone.now(), "limit": limit, **breaker.params()})
         rows = cur.fetchall()
+        events.tasks_changed([r[0] for r in rows])
     claimed = [
         Claimed(id=r[0], kind=r[1], payload=_json(r[2]), lease_expires_at=r[4], attempt_timeout_s=r[5],
                 resource_class=r[6], vram_mb=r[7], attempt=r[8])
@@ -272,6 +274,7 @@ def task_complete(*, agent, task_id: int, result: dict | None = None) -> Task:
         raise _holder_refusal(agent=agent, task_id=task_id)
     TaskAttempt.objects.filter(task_id=task_id, outcome=AttemptOutcome.RUNNING).update(
         outcome=AttemptOutcome.SUCCEEDED, ended_at=now)
+    events.tasks_changed([task_id])
     log.info("task_succeeded", task_id=task_id, agent_id=str(agent.pk))
     return Task.objects.get(pk=task_id)
 
@@ -319,6 +322,7 @@ def _retry_or_finish(task: Task, *, error_type: str, message: str, retryable: bo
         task.finished_at = now
     task.save(update_fields=["state", "agent", "lease_expires_at", "not_before", "wait_reason", "error_type",
                              "error_message", "finished_at", *_REQUEUE_FIELDS])
+    events.tasks_changed([task.pk])
     log.info("task_attempt_failed", task_id=task.pk, error_type=error_type, next_state=task.state, attempts=attempts)
 
 
@@ -363,10 +367,12 @@ def tasks_expire(*, batch: int = 500) -> dict[str, int]:
         cur.execute(
             "UPDATE workflows_task SET state = 'timed_out', finished_at = %s, error_type = 'timeout', "
             "error_message = 'waited in the queue longer than its queued timeout' "
-            "WHERE state = 'queued' AND queued_timeout_s IS NOT NULL AND created_at + make_interval(secs => queued_timeout_s) <= %s",
+            "WHERE state = 'queued' AND queued_timeout_s IS NOT NULL AND created_at + make_interval(secs => queued_timeout_s) <= %s "
+            "RETURNING id",
             [now, now],
         )
-        counts["queued_timeout"] = cur.rowcount
+        timed_out = [row[0] for row in cur.fetchall()]
+        counts["queued_timeout"] = len(timed_out)
         cur.execute(
             "WITH t AS (UPDATE workflows_task SET state = 'timed_out', finished_at = %s, lease_expires_at = NULL, "
             "error_type = 'timeout', error_message = 'overall timeout reached' "
@@ -376,9 +382,11 @@ def tasks_expire(*, batch: int = 500) -> dict[str, int]:
             "error_message = 'overall timeout reached' FROM t WHERE a.task_id = t.id AND a.outcome = 'running'",
             [now, now, now],
         )
-        cur.execute("SELECT count(*) FROM workflows_task WHERE state = 'timed_out' AND finished_at = %s "
+        cur.execute("SELECT id FROM workflows_task WHERE state = 'timed_out' AND finished_at = %s "
                     "AND error_message = 'overall timeout reached'", [now])
-        counts["deadline"] = cur.fetchone()[0]
+        past_deadline = [row[0] for row in cur.fetchall()]
+        counts["deadline"] = len(past_deadline)
+        events.tasks_changed(timed_out + past_deadline)
     if any(counts.values()):
         log.info("tasks_expired", **counts)
     return counts
@@ -398,6 +406,7 @@ def task_cancel(*, task_id: int, actor=None) -> Task:
                  message=f"cancelled by {getattr(actor, 'username', 'system')}", now=now)
     task.state, task.finished_at, task.lease_expires_at = TaskState.CANCELLED, now, None
     task.save(update_fields=["state", "finished_at", "lease_expires_at"])
+    events.tasks_changed([task_id])
     log.info("task_cancelled", task_id=task_id, actor=getattr(actor, "username", None))
     return task
 
@@ -419,6 +428,7 @@ def task_retry(*, task_id: int, priority_boost: int = 0, actor=None) -> Task:
     _requeued(task)
     task.save(update_fields=["state", "agent", "not_before", "finished_at", "priority", "max_attempts", "wait_reason",
                              *_REQUEUE_FIELDS])
+    events.tasks_changed([task_id])
     log.info("task_retried", task_id=task_id, boost=priority_boost, actor=getattr(actor, "username", None))
     return task
 
@@ -484,5 +494,6 @@ def task_reassign(*, task_id: int, agent_id=None, actor=None) -> Task:
     task.assigned_agent = target
     task.wait_reason = f"reassigned to {target.name} by {who}"
     task.save(update_fields=["state", "agent", "lease_expires_at", "not_before", "wait_reason", *_REQUEUE_FIELDS])
+    events.tasks_changed([task_id])
     log.info("task_reassigned", task_id=task_id, to=target.name, actor=who)
     return task

@@ -32,7 +32,9 @@
     setInterval(tick, 1000);
     if (!document.querySelector("[ws-connect]")) {
       // Pages that re-read themselves (LLM usage) say so; others are not live at all.
-      if (document.querySelector("[data-refresh], [hx-trigger^='every']")) setLive("poll", "refreshes each minute");
+      var poll = document.querySelector("[data-poll-label]");
+      if (poll) setLive("poll", poll.dataset.pollLabel);
+      else if (document.querySelector("[data-refresh], [hx-trigger^='every']")) setLive("poll", "refreshes each minute");
       else setLive("off", "not live");
     }
   });
@@ -58,7 +60,7 @@
 
   // Re-read the live parts of this page (same URL, same filters) and put them in place.
   var LIVE_IDS = ["fleet-counts", "fleet-table", "agent-head", "agent-body", "agent-events", "agent-now", "gpu-devices",
-    "gpu-summary", "gpu-table", "telemetry-feed"];
+    "gpu-summary", "gpu-table", "telemetry-feed", "agent-work", "task-counts", "task-table", "task-head", "task-body"];
   function resync() {
     fetch(window.location.href, { credentials: "same-origin", headers: { Accept: "text/html" } })
       .then(function (r) { return r.ok && !r.redirected ? r.text() : null; })

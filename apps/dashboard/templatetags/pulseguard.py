@@ -133,3 +133,47 @@ def trend(change, good="none"):
 def kilo(value):
     v = _float(value)
     return v / 1000 if v is not None else None
+
+
+@register.inclusion_tag("dashboard/partials/dispatch_banner.html")
+def dispatch_banner():
+    """The banner every page shows while an operator has paused dispatch. The answer is
+    cached per process for at most 2 s (controls.dispatch_paused), so it costs nothing."""
+    from apps.workflows.controls import dispatch_paused, fleet_control_get
+
+    return {"control": fleet_control_get() if dispatch_paused() else None}
+
+
+@register.filter
+def seconds_between(end, start):
+    """finished_at|seconds_between:started_at → seconds (None when either is missing)."""
+    if not end or not start:
+        return None
+    return (end - start).total_seconds()
+
+
+@register.filter
+def span(seconds):
+    """4.2 → '4.2 s', 754 → '12 min 34 s', 9000 → '2 h 30 min'."""
+    v = _float(seconds)
+    if v is None:
+        return "—"
+    if v < 10:
+        return f"{v:.1f} s"
+    v = int(v)
+    if v < 120:
+        return f"{v} s"
+    if v < 3600:
+        return f"{v // 60} min" + (f" {v % 60} s" if v % 60 else "")
+    if v < 172800:
+        return f"{v // 3600} h {v % 3600 // 60} min"
+    return f"{v // 86400} d {v % 86400 // 3600} h"
+
+
+@register.filter
+def pretty_json(value):
+    import json
+
+    if value is None:
+        return ""
+    return json.dumps(value, indent=2, sort_keys=True, default=str)
